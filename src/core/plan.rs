@@ -1,0 +1,186 @@
+//! Attention planning: which path, compute tile, split count, shared memory and workspace a
+//! call takes, and why. Pure and cheap (it runs on every call); every input is shape data
+//! fixed for a captured graph, never a sequence length read from the device.
+
+use crate::core::attention::AttentionProblem;
+use crate::core::dtype::{DType, Fp8Format};
+use crate::core::status::{Result, Status};
+use crate::core::tuning::{Tuning, tuning_for};
+
+/// What the planner knows about a GPU: read from the device (or given by a user asking
+/// "what would you do on a gfx942?").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// "gfx942", "gfx1100", "sm_90", ...
+    pub arch: String,
+    pub wave_size: u32,
+    /// Shared memory (LDS) a work-group may use without opting in.
+    pub shared_mem_per_block: u64,
+    /// Shared memory a work-group may use after opting in (equal to the above on AMD).
+    pub shared_mem_per_block_optin: u64,
+    pub multiprocessor_count: u32,
+}
+
+impl DeviceLimits {
+    /// e4m3 flavour the device computes in: fnuz on gfx940/gfx942 (MI300), OCP elsewhere.
+    pub fn fp8_e4m3(&self) -> Fp8Format {
+        fp8_e4m3_for_arch(&self.arch)
+    }
+}
+
+pub fn fp8_e4m3_for_arch(arch: &str) -> Fp8Format {
+    if arch.starts_with("gfx940") || arch.starts_with("gfx941") || arch.starts_with("gfx942") {
+        Fp8Format::E4M3FNUZ
+    } else {
+        Fp8Format::E4M3FN
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Gpu(DeviceLimits),
+}
+
+/// The path a call takes. C values are part of the ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// Host memory: the CPU reference backend.
+    CpuReference = 1,
+    /// One GPU pass; each work-group walks all keys of its queries.
+    GpuSinglePass = 2,
+    /// GPU split-KV: keys divided among work-groups, merged by a reduce kernel.
+    GpuSplitKv = 3,
+}
+
+impl AttentionPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionPath::CpuReference => "cpu_reference",
+            AttentionPath::GpuSinglePass => "gpu_single_pass",
+            AttentionPath::GpuSplitKv => "gpu_split_kv",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub path: AttentionPath,
+    /// Keys per inner iteration; independent of the physical block size.
+    pub tile_size: u32,
+    /// Query tokens per work-group (prefill chunks); 1 for pure decode.
+    pub block_q: u32,
+    pub num_splits: u32,
+    pub threads: u32,
+    /// Upper bound of work-groups along the query axis (graph safe: no length read).
+    pub num_q_blocks: u32,
+    pub shared_mem_bytes: u64,
+    pub workspace_bytes: u64,
+    pub reason: String,
+}
+
+/// Bytes of dynamic shared memory the attention kernel needs for one work-group:
+/// K and V tiles staged in the compute type, the query rows in f32, and one f32 score per
+/// (row, key of the tile). Kept next to the kernel's own arithmetic in
+/// `kernels/attention.hip` (`smem_layout`): change both together.
+pub fn attention_shared_mem_bytes(tile: u32, rows: u32, head_size: u32, query_dtype: DType) -> u64 {
+    let stage_elem = if query_dtype == DType::F32 { 4 } else { 2 };
+    let kv = 2 * tile as u64 * head_size as u64 * stage_elem;
+    let q = rows as u64 * head_size as u64 * 4;
+    let scores = rows as u64 * tile as u64 * 4;
+    kv + q + scores
+}
+
+/// Bytes of split-KV scratch per (token, query head, split): the unnormalised accumulator
+/// plus the running max and sum, all f32.
+pub fn split_partial_bytes(head_size: i64) -> u64 {
+    (head_size as u64 + 2) * 4
+}
+
+pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
+    match target {
+        Target::Cpu => Ok(Plan {
+            path: AttentionPath::CpuReference,
+            tile_size: 1,
+            block_q: 1,
+            num_splits: 1,
+            threads: 1,
+            num_q_blocks: p.num_seqs.max(0) as u32,
+            shared_mem_bytes: 0,
+            workspace_bytes: 0,
+            reason: format!(
+                "host tensors: CPU reference backend, one key at a time with per-token block addressing \
+                 (block_size {} any)",
+                p.geometry.block_size
+            ),
+        }),
+        Target::Gpu(limits) => plan_gpu(p, limits, tuning_for(&limits.arch)),
+    }
+}
+
+fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Result<Plan> {
+    let g = p.gqa_ratio() as u32;
+    let d = p.head_size as u32;
+    // Rows of one work-group: all q heads of its kv head for `block_q` tokens.
+    let block_q = (tuning.rows_per_cta / g.max(1)).max(1);
+    let rows = block_q * g;
+    let hard_limit = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
+    let budget = hard_limit.min(tuning.preferred_shared_mem as u64).max(limits.shared_mem_per_block.min(hard_limit));
+    let bs = p.geometry.block_size as u32;
+    let mut tile = tuning.max_tile;
+    let mut smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
+    while smem > budget && tile > tuning.min_tile {
+        tile /= 2;
+        smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
+    }
+    if smem > hard_limit {
+        fail!(
+            Status::SharedMemoryExceeded,
+            "no attention tile fits: tile {tile} with {rows} rows of head_size {d} needs {smem} bytes of shared \
+             memory, the device ({}) allows {hard_limit}",
+            limits.arch
+        );
+    }
+    // Graph-safe grid: an upper bound of q-blocks from the token and sequence counts.
+    let num_q_blocks = (p.num_tokens as u64 / block_q as u64 + p.num_seqs as u64).max(1);
+    let ctas = num_q_blocks * p.num_kv_heads as u64;
+    let target_ctas = limits.multiprocessor_count as u64 * tuning.target_ctas_per_cu as u64;
+    let max_tiles = ((p.max_context_bound() as u64).div_ceil(tile as u64)).max(1);
+    let wanted = target_ctas.div_ceil(ctas.max(1));
+    let num_splits = wanted.min(tuning.max_splits as u64).min(max_tiles).max(1) as u32;
+    let workspace_bytes = if num_splits > 1 {
+        p.num_tokens as u64 * p.num_q_heads as u64 * num_splits as u64 * split_partial_bytes(p.head_size)
+    } else {
+        0
+    };
+    let tile_reason = if bs > tile {
+        format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
+    } else if tile % bs.max(1) != 0 {
+        format!("tile {tile} straddles blocks of {bs}: per-token block addressing")
+    } else {
+        format!("tile {tile} covers {} block(s) of {bs}", tile / bs.max(1))
+    };
+    let split_reason = if num_splits > 1 {
+        format!(
+            "{ctas} work-groups < {target_ctas} wanted on {} CUs: split KV {num_splits} ways (from table width {} \
+             x block {bs}, not from seq_lens)",
+            limits.multiprocessor_count, p.max_blocks_per_seq
+        )
+    } else {
+        format!("{ctas} work-groups fill {} CUs: single pass", limits.multiprocessor_count)
+    };
+    Ok(Plan {
+        path: if num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
+        tile_size: tile,
+        block_q,
+        num_splits,
+        threads: tuning.attention_threads,
+        num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
+        shared_mem_bytes: smem,
+        workspace_bytes,
+        reason: format!(
+            "{tile_reason}; {smem} B shared memory of {hard_limit} B allowed on {}; {split_reason}",
+            limits.arch
+        ),
+    })
+}
