@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test tier that needs no GPU: Rust (core, CPU backend, C-ABI contract, header),
+# C/C++ consumers through CTest against the installed package, and Python ctypes tests.
+# The GPU tier runs on a machine with a GPU through scripts/h200/run.sh; here it is skipped
+# with its reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n==== %s ====\n' "$1"; STAGE_START=$(date +%s); }
+done_stage() { printf '==== %s: %ss ====\n' "$1" "$(( $(date +%s) - STAGE_START ))"; }
+
+stage "rust: cargo test"
+cargo test --all-targets
+done_stage "rust"
+
+stage "c/c++: ctest against the installed package"
+bash ctests/run.sh
+done_stage "c/c++"
+
+stage "python: pytest (ctypes binding)"
+cargo build --release --quiet
+PYTHONPATH=python python3 -m pytest -q python/tests
+done_stage "python"
+
+stage "gpu"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "GPU present: run 'bash scripts/h200/run.sh' for the GPU tier (kernels against the CPU backend)."
+else
+    echo "SKIPPED: no GPU on this machine; the GPU tier (every kernel against the CPU backend,"
+    echo "compute-sanitizer) runs on the H200 via scripts/h200/run.sh, results in docs/validation.md."
+fi
