@@ -87,7 +87,7 @@ impl ReadArgs {
     }
 }
 
-fn plan_to_c(plan: &Plan, struct_size: u32) -> pkv_attention_plan {
+fn plan_to_c(plan: &Plan, target: &Target, struct_size: u32) -> pkv_attention_plan {
     let mut out = pkv_attention_plan {
         struct_size,
         path: plan.path as u32,
@@ -99,7 +99,7 @@ fn plan_to_c(plan: &Plan, struct_size: u32) -> pkv_attention_plan {
         workspace_bytes: plan.workspace_bytes,
         reason: [0; crate::capi::types::PKV_PLAN_REASON_LEN],
     };
-    fill_c_text(&mut out.reason, &plan.reason);
+    fill_c_text(&mut out.reason, &plan.reason.describe(target.arch(), plan.num_splits));
     out
 }
 
@@ -192,9 +192,10 @@ pub unsafe extern "C" fn pkv_paged_attention_plan(
         let size = unsafe { out_struct_size(plan, "plan") }?;
         let read = unsafe { ReadArgs::read(args) }?;
         let a = read.args();
-        let (_, p) = ops::plan(&a, &ops::target_for(a.query.device)?)?;
+        let target = ops::target_for(a.query.device)?;
+        let (_, p) = ops::plan(&a, &target)?;
         // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out_write(plan, "plan", plan_to_c(&p, size)) }
+        unsafe { out_write(plan, "plan", plan_to_c(&p, &target, size)) }
     })
 }
 
@@ -219,7 +220,7 @@ pub unsafe extern "C" fn pkv_paged_attention_plan_for_device(
         let read = unsafe { ReadArgs::read(args) }?;
         let (_, p) = ops::plan(&read.args(), &target)?;
         // SAFETY: checked non-NULL; writable per the contract.
-        unsafe { out_write(plan, "plan", plan_to_c(&p, size)) }
+        unsafe { out_write(plan, "plan", plan_to_c(&p, &target, size)) }
     })
 }
 
@@ -286,4 +287,16 @@ pub unsafe extern "C" fn pkv_device_limits_query(
         // SAFETY: checked non-NULL; writable per the contract.
         unsafe { out_write(limits, "limits", out) }
     })
+}
+
+/// Validation and planning of a call exactly as `pkv_paged_attention` does them, without the
+/// launch: what the host-overhead benchmark (`benches/host_overhead.rs`) times. Not exported.
+///
+/// # Safety
+/// As `pkv_paged_attention`.
+#[doc(hidden)]
+pub unsafe fn validate_and_plan(args: *const pkv_paged_attention_args, target: &Target) -> Result<Plan> {
+    // SAFETY: forwarded contract.
+    let read = unsafe { ReadArgs::read(args) }?;
+    ops::plan(&read.args(), target).map(|(_, plan)| plan)
 }

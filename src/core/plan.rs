@@ -76,7 +76,66 @@ pub struct Plan {
     pub num_q_blocks: u32,
     pub shared_mem_bytes: u64,
     pub workspace_bytes: u64,
-    pub reason: String,
+    /// The numbers behind the choice; turned into words only when asked (`Reason::describe`),
+    /// so that a launch pays no formatting.
+    pub reason: Reason,
+}
+
+/// Why a plan is what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Cpu {
+        block_size: i64,
+    },
+    Gpu {
+        block_size: u32,
+        tile: u32,
+        shared_mem: u64,
+        limit: u64,
+        ctas: u64,
+        target_ctas: u64,
+        cus: u32,
+        table_width: i64,
+    },
+}
+
+impl Reason {
+    pub fn describe(&self, arch: &str, num_splits: u32) -> String {
+        match *self {
+            Reason::Cpu { block_size } => format!(
+                "host tensors: CPU reference backend, one key at a time with per-token block addressing \
+                 (block_size {block_size} any)"
+            ),
+            Reason::Gpu { block_size: bs, tile, shared_mem, limit, ctas, target_ctas, cus, table_width } => {
+                let tile_reason = if bs > tile {
+                    format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
+                } else if tile % bs.max(1) != 0 {
+                    format!("tile {tile} straddles blocks of {bs}: per-token block addressing")
+                } else {
+                    format!("tile {tile} covers {} block(s) of {bs}", tile / bs.max(1))
+                };
+                let split_reason = if num_splits > 1 {
+                    format!(
+                        "{ctas} work-groups < {target_ctas} wanted on {cus} CUs: split KV {num_splits} ways (from \
+                         table width {table_width} x block {bs}, not from seq_lens)"
+                    )
+                } else {
+                    format!("{ctas} work-groups fill {cus} CUs: single pass")
+                };
+                format!("{tile_reason}; {shared_mem} B shared memory of {limit} B allowed on {arch}; {split_reason}")
+            }
+        }
+    }
+}
+
+impl Target {
+    /// Name used in plan explanations.
+    pub fn arch(&self) -> &str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Gpu(l) => &l.arch,
+        }
+    }
 }
 
 /// Bytes of dynamic shared memory the attention kernel needs for one work-group:
@@ -108,11 +167,7 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
             num_q_blocks: p.num_seqs.max(0) as u32,
             shared_mem_bytes: 0,
             workspace_bytes: 0,
-            reason: format!(
-                "host tensors: CPU reference backend, one key at a time with per-token block addressing \
-                 (block_size {} any)",
-                p.geometry.block_size
-            ),
+            reason: Reason::Cpu { block_size: p.geometry.block_size },
         }),
         Target::Gpu(limits) => plan_gpu(p, limits, tuning_for(&limits.arch)),
     }
@@ -153,22 +208,6 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     } else {
         0
     };
-    let tile_reason = if bs > tile {
-        format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
-    } else if tile % bs.max(1) != 0 {
-        format!("tile {tile} straddles blocks of {bs}: per-token block addressing")
-    } else {
-        format!("tile {tile} covers {} block(s) of {bs}", tile / bs.max(1))
-    };
-    let split_reason = if num_splits > 1 {
-        format!(
-            "{ctas} work-groups < {target_ctas} wanted on {} CUs: split KV {num_splits} ways (from table width {} \
-             x block {bs}, not from seq_lens)",
-            limits.multiprocessor_count, p.max_blocks_per_seq
-        )
-    } else {
-        format!("{ctas} work-groups fill {} CUs: single pass", limits.multiprocessor_count)
-    };
     Ok(Plan {
         path: if num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
         tile_size: tile,
@@ -178,9 +217,15 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
         shared_mem_bytes: smem,
         workspace_bytes,
-        reason: format!(
-            "{tile_reason}; {smem} B shared memory of {hard_limit} B allowed on {}; {split_reason}",
-            limits.arch
-        ),
+        reason: Reason::Gpu {
+            block_size: bs,
+            tile,
+            shared_mem: smem,
+            limit: hard_limit,
+            ctas,
+            target_ctas,
+            cus: limits.multiprocessor_count,
+            table_width: p.max_blocks_per_seq,
+        },
     })
 }
