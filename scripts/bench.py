@@ -116,8 +116,7 @@ def attention_cases(quick: bool) -> list:
         AttnCase("B1 L32k bs16", [32768], [1], 16),
         AttnCase("B64 mixed 1..8192 bs16", mixed, [1] * 64, 16),
         AttnCase("B64 L4k bs16 fp8 e4m3", [4096] * 64, [1] * 64, 16, kv_cache_dtype="fp8"),
-        AttnCase("B8 L32k bs2048 hybrid head256", [32768] * 8, [1] * 8, 2048, head_size=256, hybrid=True,
-                 num_q_heads=16, num_kv_heads=2),
+        AttnCase("B8 L32k bs2048 hybrid head256", [32768] * 8, [1] * 8, 2048, head_size=256, hybrid=True),
         AttnCase("B64 L4k bs16 64q/8kv", [4096] * 64, [1] * 64, 16, num_q_heads=64),
         AttnCase("prefill B8 512 on 4k bs16", [4096 + 512] * 8, [512] * 8, 16),
     ]
