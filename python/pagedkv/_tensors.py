@@ -316,13 +316,15 @@ def view_like(base: Ref, view: L.pkv_tensor):
     if base.kind == "numpy":
         a = base.obj
         item = a.itemsize
+        # as_strided goes through __array_interface__, which cannot spell every ml_dtypes type
+        # (float8_e5m2): stride over same-size unsigned integers and view the result back.
+        u = a.view(np.dtype(f"u{item}"))
         # A flat window over everything the base addresses (strides >= 0), then the view on it.
         span = 1 + sum((n - 1) * s for n, s in zip(base.shape, base.strides)) if a.size else 0
-        flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(item,))
+        flat = np.lib.stride_tricks.as_strided(u, shape=(span,), strides=(item,))
         off = (view_addr - base_addr) // item
-        return np.lib.stride_tricks.as_strided(
-            flat[off:], shape=shape, strides=tuple(s * item for s in strides)
-        )
+        out = np.lib.stride_tricks.as_strided(flat[off:], shape=shape, strides=tuple(s * item for s in strides))
+        return out.view(a.dtype)
     if base.kind == "torch":
         torch = _torch()
         t = base.obj
