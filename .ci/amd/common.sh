@@ -46,7 +46,7 @@ amd_stage() {
   "$@" || rc=$?
   t1=$(date +%s.%N)
   local dt; dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
-  AMD_TIMES+=("$(printf '%-44s %7ss  %s' "$name" "$dt" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc")")")
+  AMD_TIMES+=("$(printf '%-58s %7ss  %s' "$name" "$dt" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc")")")
   echo "[amd] stage '$name': ${dt}s (rc=$rc)"
   return $rc
 }

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# CI: prove the HIP kernels build for AMD GPUs and stay within hardware limits, without AMD
+# hardware. Run from anywhere:  bash .ci/amd/run.sh
+#
+# Stages (each timed):
+#   1. setup      .ci/amd/setup.sh: apt packages (only if missing) + device-lib folder
+#   2. selftest   .ci/amd/selftest.sh: the checker rejects LDS/scratch/spill violations
+#   3. gfx90a     library build with Debian's hipcc (ROCm 5.2.3)
+#                   HIPCC=hipcc PKV_GPU_TARGETS=gfx90a cargo build --release --features rocm
+#   4. gfx942+gfx1100  library build with clang-19 and the device-lib folder
+#                   HIPCC=clang-19 PKV_GPU_TARGETS="gfx942;gfx1100" \
+#                   PKV_HIP_FLAGS="--rocm-path=/usr --rocm-device-lib-path=<devlibs>" cargo build ...
+#   each followed by check_resources.py over the build script's objects (OUT_DIR) and the
+#   linked libpagedkv.so: per-kernel table; fails on static LDS > 64 KiB, scratch or spills.
+#
+# Environment (all optional):
+#   PKV_AMD_MODE         auto (default) | cargo | direct
+#                        cargo : build the library through build.rs (the real proof)
+#                        direct: compile kernels/*.hip directly, one invocation per file with all
+#                                targets of the configuration (no Rust build)
+#                        auto  : cargo when build.rs handles the rocm feature, else direct
+#   PKV_AMD_TARGET_ROOT  where builds go (default target/ci-amd; one CARGO_TARGET_DIR per config)
+#   PKV_AMD_DEVLIBS      device-lib folder (default build/amd-devlibs)
+#   PKV_AMD_SKIP_SELFTEST=1  skip stage 2
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$AMD_REPO_ROOT"
+
+MODE="${PKV_AMD_MODE:-auto}"
+ROOT="${PKV_AMD_TARGET_ROOT:-$AMD_REPO_ROOT/target/ci-amd}"
+mkdir -p "$ROOT"
+ROOT="$(cd "$ROOT" && pwd)"
+REPORT="$ROOT/amd-resources.md"
+
+finish() {
+  local rc=$?
+  amd_print_times
+  [ $rc = 0 ] && echo "[amd] OK" || echo "[amd] FAILED (rc=$rc)"
+}
+trap finish EXIT
+
+if [ "$MODE" = auto ]; then
+  if grep -q "PKV_GPU_TARGETS" build.rs 2>/dev/null; then MODE=cargo; else MODE=direct; fi
+  echo "[amd] mode: $MODE (auto)"
+fi
+case "$MODE" in cargo|direct) ;; *) echo "[amd] unknown PKV_AMD_MODE=$MODE"; exit 2;; esac
+
+amd_stage "setup (apt + device-lib folder)" bash .ci/amd/setup.sh "$AMD_DEVLIBS"
+
+if [ "${PKV_AMD_SKIP_SELFTEST:-0}" != 1 ]; then
+  amd_stage "checker self-test" bash .ci/amd/selftest.sh
+fi
+
+# The build directory of the pagedkv build script's latest run (holds out/ = OUT_DIR).
+latest_build_dir() {
+  local td="$1" d best="" bt=0 t
+  for d in "$td"/release/build/pagedkv-*/; do
+    [ -f "$d/output" ] || continue
+    t=$(stat -c %Y "$d/output")
+    if [ "$t" -ge "$bt" ]; then bt=$t; best="${d%/}"; fi
+  done
+  echo "$best"
+}
+
+cargo_build() { # CFG
+  local cfg="$1" td="$ROOT/$1" rc=0
+  local cc targets flags
+  cc="$(amd_cfg_compiler "$cfg")"; targets="$(amd_cfg_targets "$cfg")"; flags="$(amd_cfg_flags "$cfg")"
+  echo "[amd] HIPCC=$cc PKV_GPU_TARGETS=\"$targets\" PKV_HIP_FLAGS=\"$flags\" CARGO_TARGET_DIR=$td cargo build --release --features rocm"
+  HIPCC="$cc" PKV_GPU_TARGETS="$targets" PKV_HIP_FLAGS="$flags" HIP_PATH=/usr CARGO_TARGET_DIR="$td" \
+    cargo build --release --features rocm -vv >"$td.build.log" 2>&1 || rc=$?
+  if [ $rc != 0 ]; then
+    echo "[amd] cargo build failed (rc=$rc); last lines of $td.build.log:"
+    grep -v '^\s*Running `\|^\s*Fresh \|^\s*Compiling \|^\s*Dirty ' "$td.build.log" | tail -n 60
+    return $rc
+  fi
+  grep -E '^\[pagedkv [^]]*\] (warning|error)' "$td.build.log" | sort -u | head -n 20 || true
+  local bd; bd="$(latest_build_dir "$td")"
+  [ -n "$bd" ] && [ -d "$bd/out" ] || { echo "[amd] no pagedkv build-script OUT_DIR under $td"; return 1; }
+  [ -f "$td/release/libpagedkv.so" ] || { echo "[amd] $td/release/libpagedkv.so missing"; return 1; }
+  echo "$bd/out" >"$td.objects"
+  echo "$td/release/libpagedkv.so" >>"$td.objects"
+}
+
+direct_build() { # CFG: one compiler invocation per kernels/*.hip, all targets at once
+  local cfg="$1" od="$ROOT/$1-direct" f rc=0
+  rm -rf "$od"; mkdir -p "$od"
+  shopt -s nullglob
+  local srcs=(kernels/*.hip)
+  shopt -u nullglob
+  [ ${#srcs[@]} -gt 0 ] || { echo "[amd] no kernels/*.hip to compile"; return 1; }
+  echo "[amd] $cfg: ${#srcs[@]} file(s) for $(amd_cfg_targets "$cfg")"
+  for f in "${srcs[@]}"; do
+    local b; b="$(basename "$f" .hip)"
+    echo "[amd]   $(amd_cfg_compiler "$cfg") $(amd_cfg_targets "$cfg" | sed 's/\([^;]*\);*/--offload-arch=\1 /g')${AMD_BASE_FLAGS[*]} $(amd_cfg_flags "$cfg") -Ikernels -c $f -o $od/$b.o"
+    amd_compile "$cfg" "$f" "$od/$b.o" -Ikernels || { rc=1; echo "[amd] compile failed: $f ($cfg)"; }
+  done
+  [ $rc = 0 ] || return 1
+  echo "$od" >"$ROOT/$cfg.objects"
+}
+
+check() { # CFG
+  local cfg="$1" objs=()
+  mapfile -t objs <"$ROOT/$cfg.objects"
+  python3 "$AMD_CHECK" --expect-targets "$(amd_cfg_targets "$cfg")" --markdown "$ROOT/$cfg.md" \
+    --json "$ROOT/$cfg.json" "${objs[@]}"
+}
+
+rc=0
+for cfg in hipcc clang19; do
+  rm -f "$ROOT/$cfg.objects" "$ROOT/$cfg.md"
+  label="$(amd_cfg_targets "$cfg" | tr ';' '+') via $(amd_cfg_compiler "$cfg")"
+  if [ "$MODE" = cargo ]; then
+    amd_stage "build $label (cargo --release --features rocm)" cargo_build "$cfg" || { rc=1; continue; }
+  else
+    amd_stage "build $label (direct, kernels/*.hip)" direct_build "$cfg" || { rc=1; continue; }
+  fi
+  amd_stage "resource check $label" check "$cfg" || rc=1
+done
+
+{
+  echo "<!-- generated by .ci/amd/run.sh ($MODE mode) on $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- kernels build.rs 2>/dev/null || echo ' + uncommitted changes in kernels/ or build.rs') -->"
+  for cfg in hipcc clang19; do
+    [ -f "$ROOT/$cfg.md" ] || continue
+    echo; echo "**$(amd_cfg_targets "$cfg" | tr ';' ' ') — $(amd_cfg_compiler "$cfg")**"; echo
+    cat "$ROOT/$cfg.md"
+  done
+} >"$REPORT"
+echo "[amd] Markdown table: $REPORT"
+exit $rc
