@@ -28,6 +28,7 @@ class Batch:
     kv_cache_dtype: str = "auto"
     k_scale: float = 1.0
     v_scale: float = 1.0
+    raws: tuple = ()  # the 1-D allocations the caches view (to rebuild them elsewhere)
 
 
 def build(rng, *, seqs, block_size, num_kv_heads, gqa, head_size, dtype="float32", cache_kind="kv_first",
@@ -48,8 +49,9 @@ def build(rng, *, seqs, block_size, num_kv_heads, gqa, head_size, dtype="float32
     else:
         fill = np.nan if poison else 0
     if cache_kind in ("kv_first", "hybrid", "padded"):
-        kv, _, _, _, _ = R.make_kv_cache(cache_kind, nb, bs, h, d, cache_dt, pad=24, fill=fill)
+        kv, raw, _, _, _ = R.make_kv_cache(cache_kind, nb, bs, h, d, cache_dt, pad=24, fill=fill)
         kc, vc = pagedkv.split_kv_cache(kv, h, d)
+        raws = (raw,)
         layout = "split"
     else:
         page = bs * h * d + (40 if cache_kind == "nhd_padded" else 0)
@@ -59,6 +61,7 @@ def build(rng, *, seqs, block_size, num_kv_heads, gqa, head_size, dtype="float32
         strides = (page * it, h * d * it, d * it, it)
         kc = np.lib.stride_tricks.as_strided(raw_k, (nb, bs, h, d), strides)
         vc = np.lib.stride_tricks.as_strided(raw_v, (nb, bs, h, d), strides)
+        raws = (raw_k, raw_v)
         layout = "nhd"
     perm = rng.permutation(nb)
     width = max(need) + table_extra_cols if need else 1
@@ -88,7 +91,7 @@ def build(rng, *, seqs, block_size, num_kv_heads, gqa, head_size, dtype="float32
     qsl = np.concatenate([[0], np.cumsum(qlens)]).astype(np.int32)
     q = rng.standard_normal((int(qsl[-1]) + pad_tokens, hq, d)).astype(np.float32).astype(mdt)
     return Batch(q, kc, vc, table, np.array([sl for sl, _ in seqs], np.int32), qsl, keys, values, h, layout,
-                 kv_fp8 or "auto", k_scale, v_scale)
+                 kv_fp8 or "auto", k_scale, v_scale, raws)
 
 
 def reference(batch: Batch, **kw):
