@@ -39,6 +39,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# The C constants, under their C names (pagedkv.PKV_STATUS_SLOT_OUT_OF_RANGE, PKV_DTYPE_*, ...).
+globals().update({k: v for k, v in vars(L).items() if k.startswith("PKV_")})
+
 
 # ---------------------------------------------------------------------------------------------
 # Information

@@ -226,6 +226,9 @@ class Error(ValueError):
         self.message = message
         super().__init__(f"{self.status_name} ({self.status}): {message}")
 
+    def __reduce__(self):
+        return (type(self), (self.status, self.message, self.status_name))
+
 
 def status_name_of(status: int) -> str:
     lib = _LIB if _LIB is not None else None
