@@ -187,6 +187,14 @@ def _from_numpy(a: np.ndarray, name: str, writable: bool) -> Ref:
                 f"{name}.strides[{i}] = {s} bytes is not a multiple of the element size {item}",
             )
         strides.append(s // item)
+    if a.size == 0:
+        # NumPy gives empty arrays zero strides; they address nothing, so describe them as
+        # packed (the library rejects zero strides on written tensors).
+        strides, acc = [], 1
+        for n in reversed(a.shape):
+            strides.append(acc)
+            acc *= max(int(n), 1)
+        strides.reverse()
     if writable and not a.flags.writeable:
         raise Error(L.PKV_STATUS_INVALID_VALUE, f"{name} is a read-only NumPy array but pagedkv writes into it")
     c = L.pkv_tensor()

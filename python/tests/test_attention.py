@@ -247,3 +247,15 @@ def test_attention_errors_write_nothing():
         pagedkv.paged_attention(*args, b.block_table, b.seq_lens, b.query_start_loc,
                                 output=np.zeros(b.query.shape, np.float16))
     assert ei.value.status_name == "PKV_STATUS_INVALID_DTYPE"
+
+
+def test_empty_batch_and_empty_write():
+    h, d = 2, 64
+    kv = np.zeros((2, 4, 16, h, d), np.float32)
+    k, v = pagedkv.split_kv_cache(kv, h, d)
+    out = pagedkv.paged_attention(np.zeros((0, 4, d), np.float32), k, v, np.zeros((0, 1), np.int32),
+                                  np.zeros(0, np.int32), np.zeros(1, np.int32))
+    assert out.shape == (0, 4, d)
+    e = np.zeros((0, h, d), np.float32)
+    assert pagedkv.write_kv_cache(e, e, k, v, np.zeros(0, np.int64)) == "native"
+    assert not kv.any()
