@@ -119,6 +119,11 @@ impl Reason {
                         "{ctas} work-groups < {target_ctas} wanted on {cus} CUs: split KV {num_splits} ways (from \
                          table width {table_width} x block {bs}, not from seq_lens)"
                     )
+                } else if ctas < target_ctas {
+                    format!(
+                        "{ctas} work-groups < {target_ctas} wanted on {cus} CUs, but the block table ({table_width} x \
+                         block {bs}) holds at most one tile of keys: single pass"
+                    )
                 } else {
                     format!("{ctas} work-groups fill {cus} CUs: single pass")
                 };

@@ -29,9 +29,9 @@ pub fn paged_attention(p: &AttentionProblem) -> Result<()> {
     // SAFETY: validated 1-element float32 host tensors.
     let scalars = unsafe {
         Scalars {
-            k_scale: read_scale(p.k_scale),
-            v_scale: read_scale(p.v_scale),
-            out_inv_scale: 1.0f32 / read_scale(p.output_scale),
+            k_scale: read_scale(p.k_scale, "k_scale")?,
+            v_scale: read_scale(p.v_scale, "v_scale")?,
+            out_inv_scale: 1.0f32 / read_scale(p.output_scale, "output_scale")?,
         }
     };
     let work: Vec<(usize, i64)> = (0..p.num_seqs as usize)

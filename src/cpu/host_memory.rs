@@ -6,6 +6,7 @@
 use half::{bf16, f16};
 
 use crate::core::dtype::DType;
+use crate::core::status::{Error, Result, Status};
 use crate::core::tensor::TensorDesc;
 
 #[derive(Clone, Copy)]
@@ -98,14 +99,19 @@ impl HostTensor {
     }
 }
 
-/// Reads an optional 1-element float32 scale at `addr` (None = 1.0).
+/// Reads an optional 1-element float32 scale at `addr` (None = 1.0) and checks it is a
+/// finite positive number (a zero scale would turn every value into a saturated extreme).
 ///
 /// # Safety
 /// `addr` is None or the address of a readable f32 (validated as a 1-element float32 tensor).
-pub(crate) unsafe fn read_scale(addr: Option<usize>) -> f32 {
-    match addr {
+pub(crate) unsafe fn read_scale(addr: Option<usize>, name: &str) -> Result<f32> {
+    let v = match addr {
         // SAFETY: per the contract.
         Some(a) => unsafe { (a as *const f32).read_unaligned() },
         None => 1.0,
+    };
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::new(Status::InvalidValue, format!("{name}[0] = {v}, expected a finite value > 0")));
     }
+    Ok(v)
 }

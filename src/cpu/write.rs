@@ -22,7 +22,7 @@ pub fn write_kv_cache(p: &WriteProblem) -> Result<()> {
     // Check every slot before writing anything.
     check_slots(slot_values.iter().copied(), p.geometry.num_slots(), &p.geometry)?;
     // SAFETY: validated 1-element float32 tensors on the host.
-    let (k_scale, v_scale) = unsafe { (read_scale(p.k_scale), read_scale(p.v_scale)) };
+    let (k_scale, v_scale) = unsafe { (read_scale(p.k_scale, "k_scale")?, read_scale(p.v_scale, "v_scale")?) };
     let g = &p.geometry;
     let (h_count, d_count, bs, x) = (g.num_kv_heads, g.head_size, g.block_size, g.key.x);
     for (t, &slot) in slot_values.iter().enumerate() {
