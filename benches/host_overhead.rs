@@ -38,28 +38,7 @@ fn main() {
     let table = tensor(PKV_DTYPE_INT32, &[b, blocks]);
     let lens = tensor(PKV_DTYPE_INT32, &[b]);
     let qsl = tensor(PKV_DTYPE_INT32, &[b + 1]);
-    let args = pkv_paged_attention_args {
-        struct_size: std::mem::size_of::<pkv_paged_attention_args>() as u32,
-        kv_layout: PKV_KV_LAYOUT_SPLIT,
-        query: &q,
-        key_cache: &kc,
-        value_cache: &vc,
-        block_table: &table,
-        seq_lens: &lens,
-        query_start_loc: &qsl,
-        output: &q,
-        kv_cache_dtype: PKV_KV_CACHE_DTYPE_AUTO,
-        causal: 1,
-        k_scale: std::ptr::null(),
-        v_scale: std::ptr::null(),
-        alibi_slopes: std::ptr::null(),
-        sinks: std::ptr::null(),
-        output_scale: std::ptr::null(),
-        sm_scale: 0.0,
-        sliding_window: 0,
-        logits_soft_cap: 0.0,
-        reserved: 0,
-    };
+    let args = pkv_paged_attention_args::new(PKV_KV_LAYOUT_SPLIT, &q, &kc, &vc, &table, &lens, &qsl, &q);
     let target = Target::Gpu(DeviceLimits {
         arch: "sm_90".into(),
         wave_size: 32,

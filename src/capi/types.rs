@@ -192,3 +192,43 @@ pub struct pkv_device_limits {
     /// "gfx942", "gfx1100", "sm_90", ...; NUL-terminated.
     pub arch: [c_char; PKV_ARCH_NAME_LEN],
 }
+
+impl pkv_paged_attention_args {
+    /// Rust-side convenience: the required tensors set and every option off (no scales, no
+    /// ALiBi, sinks, window or soft-cap, causal, default sm_scale). C callers zero-initialise
+    /// the struct and set `struct_size` instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kv_layout: u32,
+        query: &pkv_tensor,
+        key_cache: &pkv_tensor,
+        value_cache: &pkv_tensor,
+        block_table: &pkv_tensor,
+        seq_lens: &pkv_tensor,
+        query_start_loc: &pkv_tensor,
+        output: &pkv_tensor,
+    ) -> Self {
+        pkv_paged_attention_args {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            kv_layout,
+            query,
+            key_cache,
+            value_cache,
+            block_table,
+            seq_lens,
+            query_start_loc,
+            output,
+            kv_cache_dtype: PKV_KV_CACHE_DTYPE_AUTO,
+            causal: 1,
+            k_scale: std::ptr::null(),
+            v_scale: std::ptr::null(),
+            alibi_slopes: std::ptr::null(),
+            sinks: std::ptr::null(),
+            output_scale: std::ptr::null(),
+            sm_scale: 0.0,
+            sliding_window: 0,
+            logits_soft_cap: 0.0,
+            reserved: 0,
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::ffi::{CStr, c_void};
 
+use pagedkv::Status;
 use pagedkv::capi::attention::{
     pkv_paged_attention, pkv_paged_attention_plan, pkv_paged_attention_plan_for_device,
     pkv_paged_attention_workspace_size,
@@ -11,7 +12,6 @@ use pagedkv::capi::info::pkv_last_error_message;
 use pagedkv::capi::layout::{pkv_has_native_layout, pkv_split_kv_cache};
 use pagedkv::capi::write::pkv_write_kv_cache;
 use pagedkv::capi::*;
-use pagedkv::Status;
 
 /// A failed call: status name and the library's message.
 pub fn check(status: Status, what: &str) -> Result<(), String> {
@@ -94,10 +94,16 @@ pub fn plan(args: &pkv_paged_attention_args) -> Result<pkv_attention_plan, Strin
     Ok(plan)
 }
 
-pub fn plan_for_device(args: &pkv_paged_attention_args, limits: &pkv_device_limits) -> Result<pkv_attention_plan, String> {
+pub fn plan_for_device(
+    args: &pkv_paged_attention_args,
+    limits: &pkv_device_limits,
+) -> Result<pkv_attention_plan, String> {
     let mut plan = empty_plan();
     // SAFETY: valid pointers for the call.
-    check(unsafe { pkv_paged_attention_plan_for_device(args, limits, &mut plan) }, "pkv_paged_attention_plan_for_device")?;
+    check(
+        unsafe { pkv_paged_attention_plan_for_device(args, limits, &mut plan) },
+        "pkv_paged_attention_plan_for_device",
+    )?;
     Ok(plan)
 }
 

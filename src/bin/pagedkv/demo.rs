@@ -28,9 +28,19 @@ struct Case {
 }
 
 const CASES: [Case; 3] = [
-    Case { name: "hybrid-interleaved, block 2048 (Jamba-like)", block_size: 2048, hybrid: true, kv_cache_dtype: "auto" },
+    Case {
+        name: "hybrid-interleaved, block 2048 (Jamba-like)",
+        block_size: 2048,
+        hybrid: true,
+        kv_cache_dtype: "auto",
+    },
     Case { name: "K/V-first, block 544 (Qwen3-Next)", block_size: 544, hybrid: false, kv_cache_dtype: "auto" },
-    Case { name: "hybrid-interleaved, block 544, fp8 e4m3 cache", block_size: 544, hybrid: true, kv_cache_dtype: "fp8" },
+    Case {
+        name: "hybrid-interleaved, block 544, fp8 e4m3 cache",
+        block_size: 544,
+        hybrid: true,
+        kv_cache_dtype: "fp8",
+    },
 ];
 
 pub fn run(mem: &dyn Memory) -> Result<(), String> {
@@ -93,7 +103,14 @@ fn run_case(mem: &dyn Memory, case: &Case) -> Result<f64, String> {
     let total: i64 = seq_lens.iter().sum();
     let keys: Vec<bf16> = (0..total * h * d).map(|_| bf16::from_f32(rng.normal())).collect();
     let values: Vec<bf16> = (0..total * h * d).map(|_| bf16::from_f32(rng.normal())).collect();
-    let starts: Vec<i64> = seq_lens.iter().scan(0, |acc, l| { let s = *acc; *acc += l; Some(s) }).collect();
+    let starts: Vec<i64> = seq_lens
+        .iter()
+        .scan(0, |acc, l| {
+            let s = *acc;
+            *acc += l;
+            Some(s)
+        })
+        .collect();
     let slot = |s: usize, p: i64| table[s * max_blocks as usize + (p / bs) as usize] as i64 * bs + p % bs;
 
     // Step 1 writes every sequence's cached prefix; step 2 this step's tokens (plus one padding
@@ -148,7 +165,12 @@ fn run_case(mem: &dyn Memory, case: &Case) -> Result<f64, String> {
     // One attention call for the whole batch.
     let q_lens: Vec<i64> = SEQUENCES.iter().map(|s| s.1).collect();
     let num_tokens: i64 = q_lens.iter().sum();
-    let qsl: Vec<i32> = std::iter::once(0).chain(q_lens.iter().scan(0i32, |a, q| { *a += *q as i32; Some(*a) })).collect();
+    let qsl: Vec<i32> = std::iter::once(0)
+        .chain(q_lens.iter().scan(0i32, |a, q| {
+            *a += *q as i32;
+            Some(*a)
+        }))
+        .collect();
     let query: Vec<bf16> = (0..num_tokens * hq * d).map(|_| bf16::from_f32(rng.normal())).collect();
     let seq_lens32: Vec<i32> = seq_lens.iter().map(|l| *l as i32).collect();
     let out_bytes = (num_tokens * hq * d) as usize * 2;
@@ -161,28 +183,19 @@ fn run_case(mem: &dyn Memory, case: &Case) -> Result<f64, String> {
     let table_t = api::tensor(td, dt, PKV_DTYPE_INT32, &[nseq, max_blocks], &[max_blocks, 1]);
     let seq_t = api::tensor(sld, dt, PKV_DTYPE_INT32, &[nseq], &[1]);
     let qsl_t = api::tensor(qsld, dt, PKV_DTYPE_INT32, &[nseq + 1], &[1]);
-    let args = pkv_paged_attention_args {
-        struct_size: std::mem::size_of::<pkv_paged_attention_args>() as u32,
-        kv_layout: PKV_KV_LAYOUT_SPLIT,
-        query: &query_t,
-        key_cache: &key_cache,
-        value_cache: &value_cache,
-        block_table: &table_t,
-        seq_lens: &seq_t,
-        query_start_loc: &qsl_t,
-        output: &out_t,
-        kv_cache_dtype: if fp8 { PKV_KV_CACHE_DTYPE_FP8 } else { PKV_KV_CACHE_DTYPE_AUTO },
-        causal: 1,
-        k_scale: if fp8 { &k_scale_t } else { std::ptr::null() },
-        v_scale: if fp8 { &v_scale_t } else { std::ptr::null() },
-        alibi_slopes: std::ptr::null(),
-        sinks: std::ptr::null(),
-        output_scale: std::ptr::null(),
-        sm_scale: 0.0,
-        sliding_window: 0,
-        logits_soft_cap: 0.0,
-        reserved: 0,
-    };
+    let mut args = pkv_paged_attention_args::new(
+        PKV_KV_LAYOUT_SPLIT,
+        &query_t,
+        &key_cache,
+        &value_cache,
+        &table_t,
+        &seq_t,
+        &qsl_t,
+        &out_t,
+    );
+    args.kv_cache_dtype = if fp8 { PKV_KV_CACHE_DTYPE_FP8 } else { PKV_KV_CACHE_DTYPE_AUTO };
+    args.k_scale = if fp8 { &k_scale_t } else { std::ptr::null() };
+    args.v_scale = if fp8 { &v_scale_t } else { std::ptr::null() };
     let plan = api::plan(&args)?;
     println!("   attention plan: {}", api::describe_plan(&plan));
     let gfx942 = crate::presets::limits("gfx942").expect("preset");
@@ -202,11 +215,7 @@ fn run_case(mem: &dyn Memory, case: &Case) -> Result<f64, String> {
     // "fp8" is the device's e4m3: fnuz on gfx940/gfx942, OCP e4m3fn elsewhere.
     let format = mem.fp8_e4m3();
     let dequant = |x: bf16, scale: f32| -> f64 {
-        if fp8 {
-            fp8::dequantize(format, fp8::quantize(format, x.to_f32(), scale), scale) as f64
-        } else {
-            x.to_f64()
-        }
+        if fp8 { fp8::dequantize(format, fp8::quantize(format, x.to_f32(), scale), scale) as f64 } else { x.to_f64() }
     };
     let scale = 1.0 / (d as f64).sqrt();
     let mut worst = 0f64;

@@ -129,7 +129,10 @@ fn plan(o: &HashMap<String, String>) -> Result<(), String> {
     let kv_c = std::ffi::CString::new(kv_name.clone()).map_err(|e| e.to_string())?;
     let mut kv_cache_dtype = 0u32;
     // SAFETY: valid C string and out-pointer.
-    api::check(unsafe { pagedkv::capi::info::pkv_kv_cache_dtype_from_string(kv_c.as_ptr(), &mut kv_cache_dtype) }, "kv-cache-dtype")?;
+    api::check(
+        unsafe { pagedkv::capi::info::pkv_kv_cache_dtype_from_string(kv_c.as_ptr(), &mut kv_cache_dtype) },
+        "kv-cache-dtype",
+    )?;
     let (cache_dtype, cache_elem) = if kv_name == "auto" { (dtype, elem) } else { (PKV_DTYPE_UINT8, 1) };
     let layout = o.get("layout").map(String::as_str).unwrap_or("split");
     let blocks_per_seq = (seq_len + bs - 1) / bs;
@@ -139,12 +142,19 @@ fn plan(o: &HashMap<String, String>) -> Result<(), String> {
     let dt = PKV_DEVICE_CPU;
     let (kc, vc, kv_layout) = match layout {
         "split" => (
-            api::tensor(placeholder, dt, cache_dtype, &[nb, h, d / x, bs, x], &api::contiguous_strides(&[nb, h, d / x, bs, x])),
+            api::tensor(
+                placeholder,
+                dt,
+                cache_dtype,
+                &[nb, h, d / x, bs, x],
+                &api::contiguous_strides(&[nb, h, d / x, bs, x]),
+            ),
             api::tensor(placeholder, dt, cache_dtype, &[nb, h, d, bs], &api::contiguous_strides(&[nb, h, d, bs])),
             PKV_KV_LAYOUT_SPLIT,
         ),
         "nhd" => {
-            let t = api::tensor(placeholder, dt, cache_dtype, &[nb, bs, h, d], &api::contiguous_strides(&[nb, bs, h, d]));
+            let t =
+                api::tensor(placeholder, dt, cache_dtype, &[nb, bs, h, d], &api::contiguous_strides(&[nb, bs, h, d]));
             (t, t, PKV_KV_LAYOUT_NHD)
         }
         other => return Err(format!("--layout {other}: expected split or nhd")),
@@ -154,28 +164,8 @@ fn plan(o: &HashMap<String, String>) -> Result<(), String> {
     let table = api::tensor(placeholder, dt, PKV_DTYPE_INT32, &[batch, blocks_per_seq], &[blocks_per_seq, 1]);
     let lens = api::tensor(placeholder, dt, PKV_DTYPE_INT32, &[batch], &[1]);
     let qsl = api::tensor(placeholder, dt, PKV_DTYPE_INT32, &[batch + 1], &[1]);
-    let args = pkv_paged_attention_args {
-        struct_size: std::mem::size_of::<pkv_paged_attention_args>() as u32,
-        kv_layout,
-        query: &q,
-        key_cache: &kc,
-        value_cache: &vc,
-        block_table: &table,
-        seq_lens: &lens,
-        query_start_loc: &qsl,
-        output: &q,
-        kv_cache_dtype,
-        causal: 1,
-        k_scale: std::ptr::null(),
-        v_scale: std::ptr::null(),
-        alibi_slopes: std::ptr::null(),
-        sinks: std::ptr::null(),
-        output_scale: std::ptr::null(),
-        sm_scale: 0.0,
-        sliding_window: 0,
-        logits_soft_cap: 0.0,
-        reserved: 0,
-    };
+    let mut args = pkv_paged_attention_args::new(kv_layout, &q, &kc, &vc, &table, &lens, &qsl, &q);
+    args.kv_cache_dtype = kv_cache_dtype;
     println!(
         "batch {batch} x seq_len {seq_len} (query {q_len}), block {bs}, heads {hq}/{h}, head {d}, kv {kv_name}, layout {layout}"
     );
@@ -189,7 +179,8 @@ fn plan(o: &HashMap<String, String>) -> Result<(), String> {
         println!("  this machine: {}", api::describe_plan(&api::plan(&args)?));
     }
     for a in archs {
-        let limits = presets::limits(a).ok_or_else(|| format!("--arch {a}: expected one of {:?} or all", presets::names()))?;
+        let limits =
+            presets::limits(a).ok_or_else(|| format!("--arch {a}: expected one of {:?} or all", presets::names()))?;
         println!("  {a}: {}", api::describe_plan(&api::plan_for_device(&args, &limits)?));
     }
     Ok(())
