@@ -119,7 +119,8 @@ impl Case {
 
     /// Rough work estimate (multiply-adds plus cache bytes touched), to keep debug runs short.
     fn cost(&self) -> i64 {
-        let attn: i64 = self.seqs.iter().filter(|s| s.1 > 0).map(|&(l, q)| (q * self.hq + 2 * self.hkv) * l * self.d).sum();
+        let attn: i64 =
+            self.seqs.iter().filter(|s| s.1 > 0).map(|&(l, q)| (q * self.hq + 2 * self.hkv) * l * self.d).sum();
         let cache = self.num_blocks() * self.bs * self.hkv * self.d * 2;
         2 * attn + cache / 4
     }
@@ -506,7 +507,11 @@ fn random_fp8(rng: &mut Rng) -> Fp8Kv {
             kv_enum: PKV_KV_CACHE_DTYPE_FP8_E4M3FNUZ,
             cache_dt: rng.pick(&[Dt::U8, Dt::E4M3FNUZ]),
         },
-        _ => Fp8Kv { format: Fp8Format::E5M2, kv_enum: PKV_KV_CACHE_DTYPE_FP8_E5M2, cache_dt: rng.pick(&[Dt::U8, Dt::E5M2]) },
+        _ => Fp8Kv {
+            format: Fp8Format::E5M2,
+            kv_enum: PKV_KV_CACHE_DTYPE_FP8_E5M2,
+            cache_dt: rng.pick(&[Dt::U8, Dt::E5M2]),
+        },
     }
 }
 
@@ -531,7 +536,8 @@ fn random_case(rng: &mut Rng, budget: i64) -> Case {
         if layout.is_split() && d % cache_dt.x() != 0 {
             layout = Layout::NhdPadded { tok_pad: rng.range(0, 3), head_pad: 0, blk_pad: rng.range(0, 5) };
         }
-        let (hkv, ratio) = if rng.chance(0.2) { (1, rng.pick(&[1, 4, 8])) } else { (rng.range(1, 3), rng.pick(&GQA_RATIOS)) };
+        let (hkv, ratio) =
+            if rng.chance(0.2) { (1, rng.pick(&[1, 4, 8])) } else { (rng.range(1, 3), rng.pick(&GQA_RATIOS)) };
         let bs = rng.pick(&BLOCK_SIZES);
         let nseqs = rng.range(1, 4);
         let mut seqs = Vec::new();
@@ -696,7 +702,12 @@ fn fp8_caches_in_every_format_with_scales() {
             }
         }
         // Scales matter: dequantising with the wrong scale would be off by 2x.
-        let c = Case { fp8: Some(Fp8Kv { format, kv_enum, cache_dt }), k_scale: Some(3.0), v_scale: Some(1.7), ..Case::base() };
+        let c = Case {
+            fp8: Some(Fp8Kv { format, kv_enum, cache_dt }),
+            k_scale: Some(3.0),
+            v_scale: Some(1.7),
+            ..Case::base()
+        };
         check(&c, 30 + i as u64);
     }
 }
@@ -859,12 +870,27 @@ fn print_random_case_distribution() {
     for seed in seeds(1000, RANDOM_CASES) {
         let mut rng = Rng::new(seed);
         let c = random_case(&mut rng, RANDOM_BUDGET);
-        if c.bs >= 544 { big += 1; }
-        if c.fp8.is_some() { fp8 += 1; }
-        if c.out_fp8.is_some() { outf += 1; }
+        if c.bs >= 544 {
+            big += 1;
+        }
+        if c.fp8.is_some() {
+            fp8 += 1;
+        }
+        if c.out_fp8.is_some() {
+            outf += 1;
+        }
         *bss.entry(c.bs).or_insert(0) += 1;
         *ds.entry(c.d).or_insert(0) += 1;
-        eprintln!("{seed}: cost {} bs {} d {} hq {} hkv {} seqs {:?} layout {:?}", c.cost(), c.bs, c.d, c.hq, c.hkv, c.seqs, c.layout);
+        eprintln!(
+            "{seed}: cost {} bs {} d {} hq {} hkv {} seqs {:?} layout {:?}",
+            c.cost(),
+            c.bs,
+            c.d,
+            c.hq,
+            c.hkv,
+            c.seqs,
+            c.layout
+        );
     }
     eprintln!("big {big} fp8 {fp8} outfp8 {outf}\n{bss:?}\n{ds:?}");
 }

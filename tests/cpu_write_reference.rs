@@ -223,7 +223,10 @@ fn run_write(c: &WCase, rng: &mut Rng) -> Result<(Cache, u32), String> {
     let got = cache.snapshot();
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         if g != e {
-            return Err(format!("cache buffer {i} differs from the expected image: {}; case {c:?}", first_diffs(e, g, 6)));
+            return Err(format!(
+                "cache buffer {i} differs from the expected image: {}; case {c:?}",
+                first_diffs(e, g, 6)
+            ));
         }
     }
     if path != c.expected_path() {
@@ -238,7 +241,11 @@ fn random_wcase(rng: &mut Rng) -> WCase {
         Some(match rng.below(3) {
             0 => Fp8Kv {
                 format: Fp8Format::E4M3FN,
-                kv_enum: rng.pick(&[PKV_KV_CACHE_DTYPE_FP8, PKV_KV_CACHE_DTYPE_FP8_E4M3, PKV_KV_CACHE_DTYPE_FP8_E4M3FN]),
+                kv_enum: rng.pick(&[
+                    PKV_KV_CACHE_DTYPE_FP8,
+                    PKV_KV_CACHE_DTYPE_FP8_E4M3,
+                    PKV_KV_CACHE_DTYPE_FP8_E4M3FN,
+                ]),
                 cache_dt: rng.pick(&[Dt::U8, Dt::E4M3FN]),
             },
             1 => Fp8Kv {
@@ -246,7 +253,11 @@ fn random_wcase(rng: &mut Rng) -> WCase {
                 kv_enum: PKV_KV_CACHE_DTYPE_FP8_E4M3FNUZ,
                 cache_dt: rng.pick(&[Dt::U8, Dt::E4M3FNUZ]),
             },
-            _ => Fp8Kv { format: Fp8Format::E5M2, kv_enum: PKV_KV_CACHE_DTYPE_FP8_E5M2, cache_dt: rng.pick(&[Dt::U8, Dt::E5M2]) },
+            _ => Fp8Kv {
+                format: Fp8Format::E5M2,
+                kv_enum: PKV_KV_CACHE_DTYPE_FP8_E5M2,
+                cache_dt: rng.pick(&[Dt::U8, Dt::E5M2]),
+            },
         })
     } else {
         None
@@ -375,19 +386,27 @@ fn native_and_strided_writers_agree_page_by_page() {
         assert_eq!(results[1].2, PKV_WRITE_PATH_STRIDED);
         let sz = results[0].1.dt.size();
         let page = |cache: &Cache, key: bool, b: i64| -> Vec<u8> {
-            let (bi, first) =
-                if key { (cache.k_at.0, cache.key_elem(b, 0, 0, 0)) } else { (cache.v_at.0, cache.value_elem(b, 0, 0, 0)) };
+            let (bi, first) = if key {
+                (cache.k_at.0, cache.key_elem(b, 0, 0, 0))
+            } else {
+                (cache.v_at.0, cache.value_elem(b, 0, 0, 0))
+            };
             let n = cache.bs * cache.h * cache.d;
             cache.bufs[bi].bytes()[first as usize * sz..(first + n) as usize * sz].to_vec()
         };
         let poison = base.poison();
-        let written_pages = (0..base.nb).filter(|&b| page(&results[0].1, true, b).chunks(sz).any(|e| e != poison.as_slice())).count();
+        let written_pages =
+            (0..base.nb).filter(|&b| page(&results[0].1, true, b).chunks(sz).any(|e| e != poison.as_slice())).count();
         assert!(written_pages >= 4, "only {written_pages} pages written: the comparison would be vacuous");
         for b in 0..base.nb {
             for key in [true, false] {
                 let native = page(&results[0].1, key, b);
                 for (layout, cache, _) in &results[1..] {
-                    assert_eq!(page(cache, key, b), native, "{layout:?} page {b} key={key} differs from the native writer's");
+                    assert_eq!(
+                        page(cache, key, b),
+                        native,
+                        "{layout:?} page {b} key={key} differs from the native writer's"
+                    );
                 }
             }
         }
@@ -397,7 +416,8 @@ fn native_and_strided_writers_agree_page_by_page() {
 /// Negative slots are skipped; rows past `slot_mapping` (NaN-filled) are ignored.
 #[test]
 fn negative_slots_and_rows_past_slot_mapping_are_ignored() {
-    for layout in [Layout::SplitKvFirst, Layout::SplitHybrid, Layout::NhdPadded { tok_pad: 1, head_pad: 1, blk_pad: 1 }] {
+    for layout in [Layout::SplitKvFirst, Layout::SplitHybrid, Layout::NhdPadded { tok_pad: 1, head_pad: 1, blk_pad: 1 }]
+    {
         // Every slot negative: nothing may change (run_write compares the whole image).
         let c = WCase { layout, neg_frac: 1.0, rows: 6, n_slots: 6, ..WCase::base() };
         run_write(&c, &mut Rng::new(500)).unwrap_or_else(|e| panic!("{e}"));
@@ -478,7 +498,7 @@ fn fp8_bytes_worked_out_by_hand() {
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 1e6, 0x7B), // saturates, not inf
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, -1e6, 0xFB),
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 1.52587890625e-5, 0x01), // 2^-16
-        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 0.1, 0.4, 0x44), // 0.4f32 / 0.1f32 = 4.0
+        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 0.1, 0.4, 0x44),              // 0.4f32 / 0.1f32 = 4.0
     ];
     for &(format, kv_enum, scale, x, want) in cases {
         // One token, H = 1, D = 16; the tested value at d = 5, the others 0.

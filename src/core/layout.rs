@@ -235,7 +235,7 @@ pub fn split_kv_cache(kv_cache: &TensorDesc, num_kv_heads: i64, head_size: i64) 
         fail!(
             Status::ShapeMismatch,
             "kv_cache block of {per_block} elements (shape {:?}) is not a whole number of tokens of \
-             num_kv_heads * head_size = {per_token}",
+             num_kv_heads * head_size = {num_kv_heads} * {head_size} = {per_token}",
             &t.shape()[2..]
         );
     }

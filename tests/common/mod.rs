@@ -494,7 +494,10 @@ impl Layout {
 
     /// Whether vLLM's `has_native_kv_cache_layout` holds (stride(0) == prod(shape[1:])).
     pub fn is_native(self) -> bool {
-        matches!(self, Layout::SplitSeparate | Layout::SplitKvFirst | Layout::NhdPadded { tok_pad: 0, head_pad: 0, blk_pad: 0 })
+        matches!(
+            self,
+            Layout::SplitSeparate | Layout::SplitKvFirst | Layout::NhdPadded { tok_pad: 0, head_pad: 0, blk_pad: 0 }
+        )
     }
 }
 
@@ -533,13 +536,20 @@ impl Cache {
         let split_k = |s0: i64| vec![s0, d * bs, bs * x, x, 1];
         let split_v = |s0: i64| vec![s0, d * bs, bs, 1];
         let (nbufs, k_at, v_at, k_strides, v_strides, total) = match layout {
-            Layout::SplitSeparate => (2, (0, lead), (1, lead), split_k(hidden), split_v(hidden), lead + nb * hidden + lead),
+            Layout::SplitSeparate => {
+                (2, (0, lead), (1, lead), split_k(hidden), split_v(hidden), lead + nb * hidden + lead)
+            }
             Layout::SplitKvFirst => {
                 (1, (0, lead), (0, lead + nb * hidden), split_k(hidden), split_v(hidden), lead + 2 * nb * hidden + lead)
             }
-            Layout::SplitHybrid => {
-                (1, (0, lead), (0, lead + hidden), split_k(2 * hidden), split_v(2 * hidden), lead + 2 * nb * hidden + lead)
-            }
+            Layout::SplitHybrid => (
+                1,
+                (0, lead),
+                (0, lead + hidden),
+                split_k(2 * hidden),
+                split_v(2 * hidden),
+                lead + 2 * nb * hidden + lead,
+            ),
             Layout::SplitPadded(pad) => {
                 let s0 = hidden + pad;
                 (1, (0, lead), (0, lead + nb * s0), split_k(s0), split_v(s0), lead + 2 * nb * s0 + lead)
@@ -620,13 +630,15 @@ impl Cache {
     /// Stores a model value (auto cache) at key/value `(b, h, d, t)`; returns the stored value.
     pub fn put(&mut self, key: bool, b: i64, h: i64, d: i64, t: i64, v: f64) -> f64 {
         let dt = self.dt;
-        let (bi, e) = if key { (self.k_at.0, self.key_elem(b, h, d, t)) } else { (self.v_at.0, self.value_elem(b, h, d, t)) };
+        let (bi, e) =
+            if key { (self.k_at.0, self.key_elem(b, h, d, t)) } else { (self.v_at.0, self.value_elem(b, h, d, t)) };
         self.bufs[bi].set_f(dt, e, v)
     }
 
     /// Stores a raw byte (fp8 cache) at key/value `(b, h, d, t)`.
     pub fn put_byte(&mut self, key: bool, b: i64, h: i64, d: i64, t: i64, byte: u8) {
-        let (bi, e) = if key { (self.k_at.0, self.key_elem(b, h, d, t)) } else { (self.v_at.0, self.value_elem(b, h, d, t)) };
+        let (bi, e) =
+            if key { (self.k_at.0, self.key_elem(b, h, d, t)) } else { (self.v_at.0, self.value_elem(b, h, d, t)) };
         self.bufs[bi].set_u8(e, byte);
     }
 
