@@ -18,7 +18,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-for tool in cmake cc c++ pkg-config nm readelf; do
+for tool in cmake pkg-config nm readelf; do
   command -v "$tool" >/dev/null || { echo "ctests/run.sh: '$tool' is required" >&2; exit 1; }
 done
 generator=()

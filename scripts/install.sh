@@ -59,6 +59,12 @@ case "$libdir" in
       exit 2 ;;
 esac
 
+# cmake --install reads DESTDIR from the environment; make a relative one absolute first.
+if [ -n "${DESTDIR:-}" ]; then
+  case "$DESTDIR" in /*) ;; *) DESTDIR=$(pwd)/$DESTDIR ;; esac
+  export DESTDIR
+fi
+
 if [ "$build" = 1 ]; then
   (cd "$repo" && "${CARGO:-cargo}" build --release)
 fi
