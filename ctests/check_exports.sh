@@ -28,7 +28,7 @@ if ! cmp -s "$tmp/exported" "$tmp/declared"; then
   err "exported symbols differ from the header's functions (< exported only, > declared only):"
   diff "$tmp/exported" "$tmp/declared" | grep '^[<>]' | sed 's/^/    /' >&2 || true
 fi
-echo "exported: $count symbols, all pkv_, matching the $(wc -l <"$tmp/declared") functions of $(basename "$header")"
+echo "exported: $count defined dynamic symbols; $(basename "$header") declares $(wc -l <"$tmp/declared") functions"
 
 readelf -d "$lib" >"$tmp/dynamic"
 actual=$(sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p' "$tmp/dynamic")

@@ -1164,6 +1164,170 @@ static void test_attention(void) {
   }
 }
 
+/* OCP e4m3fn decoding (bias 7, 3 mantissa bits, S.1111.111 NaN), written from the format. */
+static double e4m3fn_decode(uint8_t b) {
+  const int e = (b >> 3) & 15, m = b & 7;
+  if (e == 15 && m == 7) return NAN;
+  const double v = e == 0 ? m * ldexp(1.0, -9) : (8 + m) * ldexp(1.0, e - 10);
+  return (b & 0x80) ? -v : v;
+}
+
+/* fp8 end to end on the host: keys and values written into a uint8 e4m3fn cache with scales
+ * (unused slots hold 0x7F, an e4m3fn NaN), attention over it with the same scales checked
+ * against the reference over the dequantised bytes, then the same with an fp8 output
+ * (output_scale): every output byte must be the e4m3fn value nearest to reference / scale. */
+static void test_attention_fp8(void) {
+  enum { NB = 6, BS = 16, H = 2, Q = 4, D = 32, SEQS = 2, MAXL = 21, T = 4 };
+  const int32_t seq_lens[SEQS] = {21, 18}, qsl[SEQS + 1] = {0, 1, 4}, table[SEQS][2] = {{4, 1}, {0, 5}};
+  const float k_scale = 0.5f, v_scale = 0.25f, out_scale = 0.05f;
+  combined c = combined_new(PKV_DTYPE_UINT8, NB, BS, H, D, 0, 0x7F);
+  pkv_tensor kc, vc;
+  EXPECT_OK(pkv_split_kv_cache(&c.kv, H, D, &kc, &vc));
+
+  /* Write every token of both sequences. */
+  float *key = (float *)buffer_new(SEQS * MAXL * H * D * 4, "key");
+  float *value = (float *)buffer_new(SEQS * MAXL * H * D * 4, "value");
+  int64_t *slots = (int64_t *)buffer_new(SEQS * MAXL * 8, "slot_mapping");
+  float *scalars = (float *)buffer_new(3 * 4, "scales");
+  scalars[0] = k_scale;
+  scalars[1] = v_scale;
+  scalars[2] = out_scale;
+  for (int i = 0; i < SEQS * MAXL * H * D; ++i) {
+    key[i] = rng_uniform();
+    value[i] = rng_uniform();
+  }
+  for (int s = 0; s < SEQS; ++s) {
+    for (int p = 0; p < MAXL; ++p) slots[s * MAXL + p] = p < seq_lens[s] ? table[s][p / BS] * BS + p % BS : -1;
+  }
+  pkv_tensor tk = tensor3(key, PKV_DTYPE_FLOAT32, SEQS * MAXL, H, D);
+  pkv_tensor tv = tensor3(value, PKV_DTYPE_FLOAT32, SEQS * MAXL, H, D);
+  pkv_tensor ts = tensor1(slots, PKV_DTYPE_INT64, SEQS * MAXL);
+  pkv_tensor tks = tensor1(&scalars[0], PKV_DTYPE_FLOAT32, 1);
+  pkv_tensor tvs = tensor1(&scalars[1], PKV_DTYPE_FLOAT32, 1);
+  pkv_tensor tos = tensor1(&scalars[2], PKV_DTYPE_FLOAT32, 1);
+  pkv_write_kv_cache_args w;
+  memset(&w, 0, sizeof w);
+  w.struct_size = sizeof w;
+  w.kv_layout = PKV_KV_LAYOUT_SPLIT;
+  w.key = &tk;
+  w.value = &tv;
+  w.key_cache = &kc;
+  w.value_cache = &vc;
+  w.slot_mapping = &ts;
+  w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8_E4M3FN;
+  w.k_scale = &tks;
+  w.v_scale = &tvs;
+  EXPECT_OK(pkv_write_kv_cache(&w, NULL, NULL));
+
+  /* What the cache now holds, dequantised by hand; each byte within half an fp8 step. */
+  float *kdq = (float *)buffer_new(SEQS * MAXL * H * D * 4, "dequantised keys");
+  float *vdq = (float *)buffer_new(SEQS * MAXL * H * D * 4, "dequantised values");
+  int far = 0;
+  for (int s = 0; s < SEQS; ++s) {
+    for (int p = 0; p < seq_lens[s]; ++p) {
+      const int64_t b = table[s][p / BS], t = p % BS;
+      for (int h = 0; h < H; ++h) {
+        for (int d = 0; d < D; ++d) {
+          const int i = ((s * MAXL + p) * H + h) * D + d;
+          const double kq = e4m3fn_decode(c.data[combined_key_offset(&c, b, h, d, t)]);
+          const double vq = e4m3fn_decode(c.data[combined_value_offset(&c, b, h, d, t)]);
+          kdq[i] = (float)(kq * k_scale);
+          vdq[i] = (float)(vq * v_scale);
+          far += fabs(kq - key[i] / k_scale) > fabs(key[i] / k_scale) / 16 + ldexp(1.0, -10);
+          far += fabs(vq - value[i] / v_scale) > fabs(value[i] / v_scale) / 16 + ldexp(1.0, -10);
+        }
+      }
+    }
+  }
+  CHECKF(far == 0, "%d cached fp8 bytes are not within half a step of value / scale", far);
+
+  float *query = (float *)buffer_new(T * Q * D * 4, "query");
+  float *output = (float *)buffer_new(T * Q * D * 4, "output");
+  uint8_t *output8 = (uint8_t *)buffer_new(T * Q * D, "fp8 output");
+  for (int i = 0; i < T * Q * D; ++i) {
+    query[i] = rng_uniform() * 3.0f;
+    output[i] = NAN;
+  }
+  memset(output8, 0x7F, T * Q * D);
+  int32_t *ints = (int32_t *)buffer_new(16 * 4, "batch");
+  memcpy(ints, table, sizeof table);
+  memcpy(ints + 4, seq_lens, sizeof seq_lens);
+  memcpy(ints + 6, qsl, sizeof qsl);
+  pkv_tensor tq = tensor3(query, PKV_DTYPE_FLOAT32, T, Q, D);
+  pkv_tensor to = tensor3(output, PKV_DTYPE_FLOAT32, T, Q, D);
+  pkv_tensor to8 = tensor3(output8, PKV_DTYPE_UINT8, T, Q, D);
+  pkv_tensor tt = tensor2(ints, PKV_DTYPE_INT32, SEQS, 2);
+  pkv_tensor tl = tensor1(ints + 4, PKV_DTYPE_INT32, SEQS);
+  pkv_tensor tqsl = tensor1(ints + 6, PKV_DTYPE_INT32, SEQS + 1);
+  pkv_paged_attention_args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = sizeof a;
+  a.kv_layout = PKV_KV_LAYOUT_SPLIT;
+  a.query = &tq;
+  a.key_cache = &kc;
+  a.value_cache = &vc;
+  a.block_table = &tt;
+  a.seq_lens = &tl;
+  a.query_start_loc = &tqsl;
+  a.output = &to;
+  a.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8_E4M3FN;
+  a.causal = 1;
+  a.k_scale = &tks;
+  a.v_scale = &tvs;
+  EXPECT_OK(pkv_paged_attention(&a, NULL, 0, NULL));
+
+  ref_problem p;
+  memset(&p, 0, sizeof p);
+  p.num_seqs = SEQS;
+  p.seq_lens = seq_lens;
+  p.query_start_loc = qsl;
+  p.num_q_heads = Q;
+  p.num_kv_heads = H;
+  p.head_size = D;
+  p.query = query;
+  p.query_row_stride = Q * D;
+  p.keys = kdq;
+  p.values = vdq;
+  p.max_seq_len = MAXL;
+  p.causal = 1;
+  double *ref = (double *)buffer_new(T * Q * D * sizeof(double), "reference");
+  double *scratch = (double *)buffer_new(MAXL * sizeof(double), "logits");
+  reference_attention(&p, ref, scratch);
+  int bad = 0;
+  for (int i = 0; i < T * Q * D; ++i) {
+    if (!(fabs((double)output[i] - ref[i]) <= 1e-4 + 1e-4 * fabs(ref[i])) && bad++ < 5) {
+      CHECKF(0, "fp8 cache: output[%d] = %.7g, reference %.7g", i, (double)output[i], ref[i]);
+    }
+  }
+  CHECKF(bad == 0, "fp8 cache: %d output elements wrong", bad);
+
+  /* fp8 output: out byte = e4m3fn(out / output_scale), the nearest value (ties either way). */
+  a.output = &to8;
+  a.output_scale = &tos;
+  EXPECT_OK(pkv_paged_attention(&a, NULL, 0, NULL));
+  bad = 0;
+  for (int i = 0; i < T * Q * D; ++i) {
+    const double r = ref[i] / out_scale, got = e4m3fn_decode(output8[i]);
+    const double slack = 1e-4 * fabs(r) + 1e-6;
+    int ok = !isnan(got);
+    if (ok && fabs(r) >= 448.0) {
+      ok = fabs(got) == 448.0 && (got > 0) == (r > 0);
+    } else if (ok) {
+      for (int delta = -1; delta <= 1; delta += 2) { /* no neighbouring code is nearer */
+        const int code = (int)(output8[i] & 0x7F) + delta;
+        if (code < 0 || code > 0x7E) continue;
+        const double other = e4m3fn_decode((uint8_t)((output8[i] & 0x80) | code));
+        ok &= fabs(got - r) <= fabs(other - r) + slack;
+      }
+      ok &= fabs(got - r) <= fabs(-got - r) + slack; /* and the sign is right */
+    }
+    if (!ok && bad++ < 5) {
+      CHECKF(0, "fp8 output[%d] = 0x%02x (%g), reference / scale = %.7g", i, output8[i], got, r);
+    }
+  }
+  CHECKF(bad == 0, "fp8 output: %d bytes are not the nearest e4m3fn value", bad);
+}
+
 static void fill_plan_poison(pkv_attention_plan *plan) {
   memset(plan, 0x77, sizeof *plan);
   plan->struct_size = sizeof *plan;
@@ -1616,6 +1780,7 @@ int main(int argc, char **argv) {
       {"write_fp8", test_write_fp8},
       {"write_errors", test_write_errors},
       {"attention", test_attention},
+      {"attention_fp8", test_attention_fp8},
       {"attention_plan", test_attention_plan},
       {"plan_for_device", test_plan_for_device},
       {"device_limits", test_device_limits},
