@@ -227,11 +227,17 @@ pub fn split_kv_cache(kv_cache: &TensorDesc, num_kv_heads: i64, head_size: i64) 
                 t.strides()
             );
         }
-        expected *= t.shape[i];
+        // Checked: an empty tensor (a zero dim) may have other dims whose product overflows.
+        let Some(next) = expected.checked_mul(t.shape[i]) else {
+            fail!(Status::ShapeMismatch, "kv_cache.shape = {:?}: one block's element count overflows int64", t.shape())
+        };
+        expected = next;
     }
     let per_block = expected;
-    let per_token = num_kv_heads * head_size;
-    if per_block % per_token != 0 || per_block == 0 {
+    let Some(per_token) = num_kv_heads.checked_mul(head_size) else {
+        fail!(Status::ShapeMismatch, "num_kv_heads * head_size = {num_kv_heads} * {head_size} overflows int64")
+    };
+    if per_block == 0 || per_block % per_token != 0 {
         fail!(
             Status::ShapeMismatch,
             "kv_cache block of {per_block} elements (shape {:?}) is not a whole number of tokens of \

@@ -1,0 +1,327 @@
+//! Core tier, through the crate's pub API and without touching memory: the attention planner
+//! over random shapes and device limits (properties the spec requires: tile decoupled from
+//! the block size, shared memory within the device limit, split count from shapes only, no
+//! empty splits, workspace for every partial) and the batch-value checks at their edges.
+
+mod common;
+
+use common::Rng;
+use pagedkv::Status;
+use pagedkv::core::attention::{AttentionArgs, AttentionProblem, BatchValues, check_batch_values, validate_attention};
+use pagedkv::core::dtype::{DType, Device, Fp8Format, KvCacheDtype, KvLayout};
+use pagedkv::core::plan::{AttentionPath, DeviceLimits, Plan, Target, plan_attention};
+use pagedkv::core::tensor::TensorDesc;
+
+/// Descriptors of one attention call at fake (aligned, never dereferenced) addresses.
+struct Shapes {
+    q: TensorDesc,
+    k: TensorDesc,
+    v: TensorDesc,
+    bt: TensorDesc,
+    sl: TensorDesc,
+    qsl: TensorDesc,
+    out: TensorDesc,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    qdt: DType,
+    num_tokens: i64,
+    num_seqs: i64,
+    hq: i64,
+    hkv: i64,
+    d: i64,
+    bs: i64,
+    nb: i64,
+    cols: i64,
+}
+
+fn shapes(m: &Dims) -> Shapes {
+    let dev = Device::CPU;
+    let x = 16 / m.qdt.size_bytes() as i64;
+    let c = |addr: usize, dt: DType, shape: &[i64]| TensorDesc::contiguous(addr, dev, dt, shape);
+    Shapes {
+        q: c(0x1000_0000, m.qdt, &[m.num_tokens, m.hq, m.d]),
+        k: c(0x2000_0000, m.qdt, &[m.nb, m.hkv, m.d / x, m.bs, x]),
+        v: c(0x3000_0000, m.qdt, &[m.nb, m.hkv, m.d, m.bs]),
+        bt: c(0x4000_0000, DType::I32, &[m.num_seqs, m.cols]),
+        sl: c(0x5000_0000, DType::I32, &[m.num_seqs]),
+        qsl: c(0x6000_0000, DType::I32, &[m.num_seqs + 1]),
+        out: c(0x7000_0000, m.qdt, &[m.num_tokens, m.hq, m.d]),
+    }
+}
+
+fn problem(m: &Dims) -> AttentionProblem {
+    let s = shapes(m);
+    let args = AttentionArgs {
+        kv_layout: KvLayout::Split,
+        query: &s.q,
+        key_cache: &s.k,
+        value_cache: &s.v,
+        block_table: &s.bt,
+        seq_lens: &s.sl,
+        query_start_loc: &s.qsl,
+        output: &s.out,
+        kv_cache_dtype: KvCacheDtype::Auto,
+        k_scale: None,
+        v_scale: None,
+        alibi_slopes: None,
+        sinks: None,
+        output_scale: None,
+        sm_scale: 0.0,
+        sliding_window: 0,
+        logits_soft_cap: 0.0,
+        causal: true,
+    };
+    validate_attention(&args, Fp8Format::E4M3FN).unwrap_or_else(|e| panic!("{m:?}: {e}"))
+}
+
+fn gpu(arch: &str, wave: u32, smem: u64, optin: u64, cus: u32) -> Target {
+    Target::Gpu(DeviceLimits {
+        arch: arch.to_string(),
+        wave_size: wave,
+        shared_mem_per_block: smem,
+        shared_mem_per_block_optin: optin,
+        multiprocessor_count: cus,
+    })
+}
+
+fn devices() -> Vec<Target> {
+    vec![
+        gpu("gfx942", 64, 65536, 65536, 304),
+        gpu("gfx90a", 64, 65536, 65536, 110),
+        gpu("gfx1100", 32, 65536, 65536, 96),
+        gpu("gfx1201", 32, 65536, 65536, 64),
+        gpu("sm_90", 32, 49152, 232448, 132),
+        gpu("gfx803", 64, 65536, 65536, 36),
+    ]
+}
+
+fn random_dims(rng: &mut Rng) -> Dims {
+    let qdt = rng.pick(&[DType::F16, DType::BF16, DType::F32]);
+    let d = rng.pick(&[8i64, 16, 32, 64, 80, 96, 112, 128, 160, 192, 224, 256]);
+    let hkv = rng.pick(&[1i64, 2, 4, 8]);
+    let g = rng.pick(&[1i64, 2, 3, 4, 7, 8, 16]);
+    let bs = rng.pick(&[1i64, 16, 32, 64, 128, 256, 544, 784, 1056, 2048]);
+    let num_seqs = rng.pick(&[1i64, 2, 7, 64, 256]);
+    let num_tokens = num_seqs + rng.pick(&[0i64, 0, 5, 300]);
+    let context = rng.pick(&[1i64, 100, 4096, 32768, 131072]);
+    Dims { qdt, num_tokens, num_seqs, hq: hkv * g, hkv, d, bs, nb: 8, cols: (context + bs - 1) / bs }
+}
+
+/// Properties every GPU plan must have.
+fn check_plan(m: &Dims, t: &Target, p: &Plan) -> Result<(), String> {
+    let Target::Gpu(l) = t else { unreachable!() };
+    let what = format!("{} {m:?}: {p:?}", l.arch);
+    let limit = l.shared_mem_per_block.max(l.shared_mem_per_block_optin);
+    if p.shared_mem_bytes == 0 || p.shared_mem_bytes > limit {
+        return Err(format!("shared memory {} outside (0, {limit}]: {what}", p.shared_mem_bytes));
+    }
+    if p.tile_size == 0 || (m.bs > 128 && p.tile_size as i64 == m.bs) {
+        return Err(format!("tile {} for block size {}: {what}", p.tile_size, m.bs));
+    }
+    if p.threads == 0 || p.threads % l.wave_size != 0 {
+        return Err(format!("threads {} not whole waves of {}: {what}", p.threads, l.wave_size));
+    }
+    if p.block_q == 0 || p.num_q_blocks == 0 {
+        return Err(format!("empty grid: {what}"));
+    }
+    // A split never has no keys to walk: at most one split per tile of the longest context.
+    let max_tiles = ((m.cols * m.bs) as u64).div_ceil(p.tile_size as u64).max(1);
+    if p.num_splits == 0 || p.num_splits as u64 > max_tiles {
+        return Err(format!("{} splits for {max_tiles} tiles: {what}", p.num_splits));
+    }
+    let split = p.num_splits > 1;
+    if split != (p.path == AttentionPath::GpuSplitKv) || (!split && p.path != AttentionPath::GpuSinglePass) {
+        return Err(format!("path {:?} with {} splits: {what}", p.path, p.num_splits));
+    }
+    // Scratch for every (token, head, split) accumulator in f32, or none.
+    let partials = m.num_tokens as u64 * m.hq as u64 * p.num_splits as u64 * m.d as u64 * 4;
+    if split && p.workspace_bytes < partials || !split && p.workspace_bytes != 0 {
+        return Err(format!(
+            "workspace {} for {} splits (partials need {partials}): {what}",
+            p.workspace_bytes, p.num_splits
+        ));
+    }
+    let reason = p.reason.describe(&l.arch, p.num_splits);
+    if m.bs > p.tile_size as i64 && !reason.contains("decoupled") {
+        return Err(format!("reason {reason:?} does not say the tile is decoupled: {what}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn random_plans_have_the_required_properties() {
+    common::run_seeds("random plans", &common::seeds(9000, 400), |seed| {
+        let mut rng = Rng::new(seed);
+        let m = random_dims(&mut rng);
+        let prob = problem(&m);
+        for t in devices() {
+            let p = plan_attention(&prob, &t).map_err(|e| format!("{m:?} on {}: {e}", t.arch()))?;
+            check_plan(&m, &t, &p)?;
+            // Pure and deterministic.
+            if plan_attention(&prob, &t).unwrap() != p {
+                return Err("planning twice gave two plans".into());
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The tile depends on the head size, dtype, GQA ratio and device; never on the block size.
+#[test]
+fn tile_is_independent_of_block_size() {
+    let mut rng = Rng::new(1);
+    for _ in 0..60 {
+        let m = random_dims(&mut rng);
+        for t in devices() {
+            let tiles: Vec<u32> = [1i64, 16, 32, 544, 784, 1056, 2048]
+                .iter()
+                .map(|&bs| {
+                    let mm = Dims { bs, cols: (m.cols * m.bs + bs - 1) / bs, ..m };
+                    plan_attention(&problem(&mm), &t).unwrap().tile_size
+                })
+                .collect();
+            assert!(tiles.windows(2).all(|w| w[0] == w[1]), "{} {m:?}: tiles {tiles:?}", t.arch());
+        }
+    }
+}
+
+/// More work-groups never ask for more splits (a full GPU needs no split).
+#[test]
+fn splits_do_not_grow_with_the_batch() {
+    for t in devices() {
+        for d in [64i64, 128, 256] {
+            let mut last = u32::MAX;
+            for num_seqs in [1i64, 2, 8, 32, 128, 512, 2048] {
+                let m = Dims {
+                    qdt: DType::BF16,
+                    num_tokens: num_seqs,
+                    num_seqs,
+                    hq: 32,
+                    hkv: 8,
+                    d,
+                    bs: 16,
+                    nb: 8,
+                    cols: 32768 / 16,
+                };
+                let p = plan_attention(&problem(&m), &t).unwrap();
+                assert!(
+                    p.num_splits <= last,
+                    "{}: batch {num_seqs} wants {} splits after {last}",
+                    t.arch(),
+                    p.num_splits
+                );
+                last = p.num_splits;
+            }
+            assert_eq!(last, 1, "{}: a batch of 2048 sequences fills any GPU", t.arch());
+        }
+    }
+}
+
+/// A device whose shared memory cannot hold any tile is refused, never over-committed.
+#[test]
+fn too_little_shared_memory_is_an_error() {
+    let m = Dims { qdt: DType::F32, num_tokens: 1, num_seqs: 1, hq: 16, hkv: 1, d: 256, bs: 16, nb: 8, cols: 4 };
+    let prob = problem(&m);
+    for smem in [1024u64, 4096, 8192] {
+        let t = gpu("gfx942", 64, smem, smem, 304);
+        match plan_attention(&prob, &t) {
+            Ok(p) => assert!(p.shared_mem_bytes <= smem, "{p:?}"),
+            Err(e) => {
+                assert_eq!(e.status, Status::SharedMemoryExceeded);
+                assert!(e.message.contains(&smem.to_string()), "{}", e.message);
+            }
+        }
+    }
+    let t = gpu("gfx942", 64, 1024, 1024, 304);
+    assert_eq!(plan_attention(&prob, &t).unwrap_err().status, Status::SharedMemoryExceeded);
+}
+
+#[test]
+fn cpu_plan() {
+    let m = Dims { qdt: DType::F16, num_tokens: 3, num_seqs: 2, hq: 4, hkv: 2, d: 64, bs: 544, nb: 2, cols: 3 };
+    let p = plan_attention(&problem(&m), &Target::Cpu).unwrap();
+    assert_eq!(p.path, AttentionPath::CpuReference);
+    assert_eq!((p.num_splits, p.workspace_bytes, p.shared_mem_bytes), (1, 0, 0));
+    assert!(p.reason.describe("cpu", 1).contains("544"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch values
+
+struct Batch {
+    seq_lens: Vec<i32>,
+    qsl: Vec<i32>,
+    table: Vec<Vec<i32>>,
+}
+
+fn check(m: &Dims, b: &Batch) -> Result<(), pagedkv::Error> {
+    let p = problem(m);
+    let table = |s: i64, j: i64| b.table[s as usize][j as usize];
+    check_batch_values(&p, &BatchValues { seq_lens: &b.seq_lens, query_start_loc: &b.qsl, block_table: &table })
+}
+
+fn batch_dims(num_seqs: i64, num_tokens: i64, cols: i64) -> Dims {
+    Dims { qdt: DType::F16, num_tokens, num_seqs, hq: 2, hkv: 1, d: 16, bs: 16, nb: 4, cols }
+}
+
+#[test]
+fn batch_values_at_their_edges() {
+    let m = batch_dims(2, 4, 2);
+    let ok = |b: &Batch| check(&m, b).unwrap_or_else(|e| panic!("{e}"));
+    let err = |b: &Batch, s: Status, needle: &str| {
+        let e = check(&m, b).unwrap_err();
+        assert_eq!(e.status, s, "{}", e.message);
+        assert!(e.message.contains(needle), "{:?} lacks {needle:?}", e.message);
+    };
+    // Full table: 32 tokens in 2 columns of 16; the last block id is num_blocks - 1.
+    ok(&Batch { seq_lens: vec![32, 3], qsl: vec![0, 1, 4], table: vec![vec![0, 3], vec![2, -1]] });
+    err(
+        &Batch { seq_lens: vec![33, 3], qsl: vec![0, 1, 4], table: vec![vec![0, 3], vec![2, -1]] },
+        Status::BlockTableTooShort,
+        "seq_lens[0] = 33",
+    );
+    err(
+        &Batch { seq_lens: vec![32, 3], qsl: vec![0, 1, 4], table: vec![vec![0, 4], vec![2, -1]] },
+        Status::BlockIdOutOfRange,
+        "block_table[0][1] = 4",
+    );
+    // seq_len == q_len (a whole prefill) is fine; one less is not.
+    ok(&Batch { seq_lens: vec![1, 3], qsl: vec![0, 1, 4], table: vec![vec![0, -9], vec![2, -9]] });
+    err(
+        &Batch { seq_lens: vec![1, 2], qsl: vec![0, 1, 4], table: vec![vec![0, -9], vec![2, -9]] },
+        Status::InvalidSeqLen,
+        "seq_lens[1] = 2",
+    );
+    // Graph padding: no query tokens, so neither seq_len (beyond >= 0) nor the row is read.
+    ok(&Batch { seq_lens: vec![1_000_000, 3], qsl: vec![0, 0, 3], table: vec![vec![-5, 77], vec![2, -1]] });
+    err(
+        &Batch { seq_lens: vec![-1, 3], qsl: vec![0, 0, 3], table: vec![vec![0, 0], vec![2, -1]] },
+        Status::InvalidSeqLen,
+        "seq_lens[0] = -1",
+    );
+    // query_start_loc: may stop short of num_tokens (padding rows), never past it.
+    ok(&Batch { seq_lens: vec![5, 1], qsl: vec![0, 1, 2], table: vec![vec![0, -9], vec![2, -9]] });
+    err(
+        &Batch { seq_lens: vec![5, 5], qsl: vec![0, 1, 5], table: vec![vec![0, -9], vec![2, -9]] },
+        Status::InvalidQueryStartLoc,
+        "query_start_loc[2] = 5",
+    );
+    err(
+        &Batch { seq_lens: vec![5, 5], qsl: vec![0, 3, 2], table: vec![vec![0, -9], vec![2, -9]] },
+        Status::InvalidQueryStartLoc,
+        "query_start_loc[2] = 2",
+    );
+}
+
+/// Validation never reads memory: `validate_attention` takes descriptors only, so a plan is
+/// available for tensors the host cannot read (checked here by never-valid addresses).
+#[test]
+fn validation_needs_no_memory() {
+    let m = batch_dims(3, 9, 5);
+    let p = problem(&m);
+    assert_eq!((p.num_seqs, p.num_tokens, p.max_blocks_per_seq, p.gqa_ratio()), (3, 9, 5, 2));
+    assert_eq!(p.max_context_bound(), 5 * 16);
+    assert!((p.sm_scale - 0.25).abs() < 1e-7, "default sm_scale 1/sqrt(16)");
+}
