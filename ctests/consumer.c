@@ -941,6 +941,7 @@ typedef struct attn_config {
   int32_t window;
   float soft_cap;
   int alibi, sinks;
+  int padding; /* garbage in unused block_table columns and 2 token rows past the last sequence */
 } attn_config;
 
 typedef struct attn_fixture {
@@ -967,7 +968,7 @@ static void attn_fixture_init(attn_fixture *f, const attn_config *cfg) {
   }
   f->nb = used + 2; /* two spare blocks, never referenced by a used column */
   f->width = max_blocks + 1;
-  f->num_tokens = 0;
+  f->num_tokens = cfg->padding ? 2 : 0; /* rows past query_start_loc[num_seqs]: never written */
   for (int s = 0; s < NUM_SEQS; ++s) f->num_tokens += Q_LENS[s];
 
   /* Batch description: a random permutation of physical blocks; unused columns point at a
@@ -983,7 +984,11 @@ static void attn_fixture_init(attn_fixture *f, const attn_config *cfg) {
     f->seq_lens[s] = SEQ_LENS[s];
     f->qsl[s + 1] = f->qsl[s] + Q_LENS[s];
     const int64_t blocks = (SEQ_LENS[s] + bs - 1) / bs;
-    for (int64_t j = 0; j < f->width; ++j) f->table[s * f->width + j] = j < blocks ? perm[next++] : perm[f->nb - 1];
+    for (int64_t j = 0; j < f->width; ++j) {
+      /* Columns past a sequence's blocks must never be read: garbage there with `padding`. */
+      const int32_t unused = cfg->padding ? (j % 2 ? -1 : 0x7FFFFFFF) : perm[f->nb - 1];
+      f->table[s * f->width + j] = j < blocks ? perm[next++] : unused;
+    }
   }
 
   /* Logical keys/values and the query. */
@@ -1127,8 +1132,8 @@ static void attention_case(const attn_config *cfg) {
   for (int64_t t = 0; t < f.num_tokens; ++t) {
     for (int64_t i = 0; i < f.row_stride; ++i) {
       const float got = f.output[t * f.row_stride + i];
-      if (i >= HQ * HEAD) { /* row padding: must still hold the poison */
-        if (!isnan(got) && bad++ < 5) CHECKF(0, "%s: output padding [%lld][+%lld] was written", cfg->label,
+      if (i >= HQ * HEAD || t >= f.qsl[NUM_SEQS]) { /* padding: must still hold the poison */
+        if (!isnan(got) && bad++ < 5) CHECKF(0, "%s: output padding [%lld][%lld] was written", cfg->label,
                                                (long long)t, (long long)i);
         continue;
       }
@@ -1150,13 +1155,15 @@ static void attention_case(const attn_config *cfg) {
 
 static void test_attention(void) {
   static const attn_config configs[] = {
-      /* label, layout, bs, hybrid, pad_block, pad_row, causal, sm_scale, window, soft_cap, alibi, sinks */
-      {"split, block 16, K/V-first", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0},
-      {"split, block 48, hybrid, padded rows", PKV_KV_LAYOUT_SPLIT, 48, 1, 0, 8, 1, 0.0f, 0, 0.0f, 0, 0},
-      {"nhd, block 48, padded blocks", PKV_KV_LAYOUT_NHD, 48, 0, 24, 0, 1, 0.0f, 0, 0.0f, 0, 0},
-      {"nhd, block 16, non-causal", PKV_KV_LAYOUT_NHD, 16, 0, 0, 4, 0, 0.0f, 0, 0.0f, 0, 0},
-      {"split, block 16, window 8, soft-cap 2, sm_scale 0.3", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.3f, 8, 2.0f, 0, 0},
-      {"split, block 48, ALiBi and sinks", PKV_KV_LAYOUT_SPLIT, 48, 1, 0, 0, 1, 0.0f, 0, 0.0f, 1, 1},
+      /* label, layout, bs, hybrid, pad_block, pad_row, causal, sm_scale, window, soft_cap, alibi, sinks,
+       * padding */
+      {"split, block 16, K/V-first", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0, 0},
+      {"split, block 48, hybrid, padded rows", PKV_KV_LAYOUT_SPLIT, 48, 1, 0, 8, 1, 0.0f, 0, 0.0f, 0, 0, 0},
+      {"nhd, block 48, padded blocks", PKV_KV_LAYOUT_NHD, 48, 0, 24, 0, 1, 0.0f, 0, 0.0f, 0, 0, 0},
+      {"nhd, block 16, non-causal", PKV_KV_LAYOUT_NHD, 16, 0, 0, 4, 0, 0.0f, 0, 0.0f, 0, 0, 0},
+      {"split, block 16, window 8, soft-cap 2, sm_scale 0.3", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.3f, 8, 2.0f, 0, 0, 0},
+      {"split, block 48, ALiBi and sinks", PKV_KV_LAYOUT_SPLIT, 48, 1, 0, 0, 1, 0.0f, 0, 0.0f, 1, 1, 0},
+      {"split, block 16, padded table and token rows", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0, 1},
   };
   for (size_t i = 0; i < sizeof configs / sizeof configs[0]; ++i) {
     attention_case(&configs[i]);
@@ -1335,7 +1342,7 @@ static void fill_plan_poison(pkv_attention_plan *plan) {
 
 static void test_attention_plan(void) {
   static attn_fixture f;
-  static const attn_config cfg = {"plan", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0};
+  static const attn_config cfg = {"plan", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0, 0};
   attn_fixture_init(&f, &cfg);
   pkv_attention_plan plan;
   fill_plan_poison(&plan);
@@ -1569,7 +1576,7 @@ static void expect_attention_rejected(attn_fixture *f, const pkv_paged_attention
 
 static void test_attention_errors(void) {
   static attn_fixture f;
-  static const attn_config cfg = {"errors", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0};
+  static const attn_config cfg = {"errors", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0, 0};
   attn_fixture_init(&f, &cfg);
   pkv_paged_attention_args a;
   pkv_tensor t;
@@ -1721,7 +1728,7 @@ static void test_null_arguments(void) {
 #undef NULL_WRITE_FIELD
 
   static attn_fixture f;
-  static const attn_config cfg = {"nulls", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0};
+  static const attn_config cfg = {"nulls", PKV_KV_LAYOUT_SPLIT, 16, 0, 0, 0, 1, 0.0f, 0, 0.0f, 0, 0, 0};
   attn_fixture_init(&f, &cfg);
   pkv_paged_attention_args a;
   pkv_attention_plan plan;
