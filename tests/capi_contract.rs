@@ -395,7 +395,8 @@ fn attention_strides() {
 
 #[test]
 fn attention_device_mismatch() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Attn)>, Vec<&str>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Attn)>;
+    let cases: Vec<(&str, Mutation, Vec<&str>)> = vec![
         (
             "key_cache",
             Box::new(|a| {

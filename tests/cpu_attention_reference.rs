@@ -467,7 +467,7 @@ fn run(c: &Case, data: &Data, layout_rng: &mut Rng) -> Result<Outputs, String> {
                         }
                     }
                 };
-                if !got.is_finite() || !(err <= tol) {
+                if !got.is_finite() || err.is_nan() || err > tol {
                     return Err(format!(
                         "output[{row}][{h}][{d}] = {got}, reference {r} (error {err:e} > tolerance {tol:e}); case {c:?}"
                     ));

@@ -497,8 +497,8 @@ fn fp8_bytes_worked_out_by_hand() {
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 57344.0, 0x7B),
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 1e6, 0x7B), // saturates, not inf
         (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, -1e6, 0xFB),
-        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 1.52587890625e-5, 0x01), // 2^-16
-        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 0.1, 0.4, 0x44),              // 0.4f32 / 0.1f32 = 4.0
+        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 1.0, 2f32.powi(-16), 0x01), // 2^-16
+        (Fp8Format::E5M2, PKV_KV_CACHE_DTYPE_FP8_E5M2, 0.1, 0.4, 0x44),            // 0.4f32 / 0.1f32 = 4.0
     ];
     for &(format, kv_enum, scale, x, want) in cases {
         // One token, H = 1, D = 16; the tested value at d = 5, the others 0.
