@@ -656,7 +656,8 @@ pkv_status pkv_has_native_layout(const struct pkv_tensor *key_cache,
 
 /**
  * Describes a DLPack `DLTensor*` (not the managed capsule: pass `&managed->dl_tensor`) as a
- * `pkv_tensor`, written to `*out` on success. NULL strides mean row-major contiguous.
+ * `pkv_tensor`, written to `*out` on success. NULL strides mean row-major contiguous;
+ * pinned host memory (DLPack devices 3 and 11) is described as host memory.
  * The DLTensor is only read; its owner keeps it alive as long as the data is used.
  * Errors: NULL arguments, `PKV_STATUS_INVALID_NDIM` (more than `PKV_MAX_DIMS`),
  * `PKV_STATUS_INVALID_DTYPE`, `PKV_STATUS_INVALID_ENUM` (device type). Thread-safe.

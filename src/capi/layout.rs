@@ -87,7 +87,8 @@ struct DlTensor {
 }
 
 /// Describes a DLPack `DLTensor*` (not the managed capsule: pass `&managed->dl_tensor`) as a
-/// `pkv_tensor`, written to `*out` on success. NULL strides mean row-major contiguous.
+/// `pkv_tensor`, written to `*out` on success. NULL strides mean row-major contiguous;
+/// pinned host memory (DLPack devices 3 and 11) is described as host memory.
 /// The DLTensor is only read; its owner keeps it alive as long as the data is used.
 /// Errors: NULL arguments, `PKV_STATUS_INVALID_NDIM` (more than `PKV_MAX_DIMS`),
 /// `PKV_STATUS_INVALID_DTYPE`, `PKV_STATUS_INVALID_ENUM` (device type). Thread-safe.
@@ -109,7 +110,12 @@ pub unsafe extern "C" fn pkv_tensor_from_dlpack(dl_tensor: *const c_void, out: *
         }
         let ndim = dl.ndim as usize;
         let dtype = dtype_from_dlpack(dl.dtype_code, dl.dtype_bits, dl.dtype_lanes)?;
-        let kind = DeviceKind::try_from(dl.device_type)?;
+        // Pinned host memory (kDLCUDAHost = 3, kDLROCMHost = 11) is host memory to us.
+        let (device_type, device_id) = match dl.device_type {
+            3 | 11 => (DeviceKind::Cpu as i32, 0),
+            other => (other, dl.device_id),
+        };
+        let kind = DeviceKind::try_from(device_type)?;
         // SAFETY: DLPack guarantees `shape` holds `ndim` entries (checked non-NULL when ndim > 0).
         let shape: &[i64] = if ndim == 0 {
             &[]
@@ -117,11 +123,11 @@ pub unsafe extern "C" fn pkv_tensor_from_dlpack(dl_tensor: *const c_void, out: *
             unsafe { std::slice::from_raw_parts(arg_ref(dl.shape, "dl_tensor.shape")?, ndim) }
         };
         let desc = if dl.strides.is_null() {
-            TensorDesc::contiguous(0, Device { kind, id: dl.device_id }, dtype, shape)
+            TensorDesc::contiguous(0, Device { kind, id: device_id }, dtype, shape)
         } else {
             // SAFETY: non-NULL strides hold `ndim` entries per DLPack.
             let strides = unsafe { std::slice::from_raw_parts(dl.strides, ndim) };
-            let mut t = TensorDesc::contiguous(0, Device { kind, id: dl.device_id }, dtype, shape);
+            let mut t = TensorDesc::contiguous(0, Device { kind, id: device_id }, dtype, shape);
             t.strides[..ndim].copy_from_slice(strides);
             t
         };
