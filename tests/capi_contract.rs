@@ -1214,6 +1214,11 @@ fn tensor_from_dlpack_cases() {
     assert_eq!(&t.shape[..3], &shape);
     assert_eq!(&t.strides[..3], &[12, 4, 1]);
     assert_eq!(addr(&t), buf.ptr() as usize + 64);
+    // Pinned host memory (kDLCUDAHost = 3, kDLROCMHost = 11) is host memory.
+    for pinned in [3, 11] {
+        let (st, t) = convert(&dl(2, 16, 1, pinned, 3, false));
+        assert_eq!((st, t.device_type, t.device_id), (Status::Ok, PKV_DEVICE_CPU, 0), "device {pinned}");
+    }
     // Explicit strides are kept.
     let (st, t) = convert(&dl(4, 16, 1, 1, 3, true));
     assert_eq!(st, Status::Ok);
@@ -1239,7 +1244,7 @@ fn tensor_from_dlpack_cases() {
         (dl(2, 16, 1, 1, -1, false), Status::InvalidNdim, "dl_tensor.ndim = -1"),
         (dl(2, 16, 2, 1, 3, false), Status::InvalidDtype, "lanes = 2"),
         (dl(2, 64, 1, 1, 3, false), Status::InvalidDtype, "code 2, bits 64"),
-        (dl(2, 16, 1, 3, 3, false), Status::InvalidEnum, "device_type = 3"),
+        (dl(2, 16, 1, 4, 3, false), Status::InvalidEnum, "device_type = 4"),
     ];
     for (t, want, needle) in bad {
         let (st, out) = convert(&t);
@@ -1675,11 +1680,9 @@ fn overflowing_sizes_are_errors_not_panics() {
     expect(st, Status::ShapeMismatch, &["overflows"]);
 }
 
-/// Known bug (reported, not in this tier's files): a DLPack shape whose element count
-/// overflows int64 panics in `TensorDesc::contiguous` (debug builds: PKV_STATUS_PANIC;
-/// release builds wrap, then report SHAPE_MISMATCH). Expected: SHAPE_MISMATCH everywhere.
+/// A DLPack shape whose element count
+/// overflows int64 is an error, never a panic or a wrapped size.
 #[test]
-#[ignore = "bug in core/tensor.rs TensorDesc::contiguous: unchecked multiply (reported)"]
 fn dlpack_shape_overflow_is_an_error() {
     let buf = Buf::zeroed(64);
     let shape = [1i64 << 40, 1 << 40];
@@ -1776,4 +1779,13 @@ fn empty_calls_succeed() {
     assert_eq!(unsafe { pkv_write_kv_cache(&w, ptr::null_mut(), &mut path) }, Status::Ok, "{}", last_error());
     assert_eq!(path, PKV_WRITE_PATH_NATIVE);
     assert!(cache.snapshot() == before);
+}
+
+/// A written tensor whose elements overlap (here every stride 1) would have two writers for
+/// one address; it is refused before anything runs.
+#[test]
+fn overlapping_output_strides_are_rejected() {
+    let mut a = Attn::new();
+    a.tout.strides[..3].copy_from_slice(&[1, 1, 1]);
+    a.fails(Status::InvalidStride, &["output.strides", "overlap"]);
 }

@@ -103,9 +103,7 @@ pub fn cache_geometry(layout: KvLayout, key_cache: &TensorDesc, value_cache: &Te
             k.dtype.name()
         );
     }
-    expect_writable_strides(k, "key_cache")?;
-    expect_writable_strides(v, "value_cache")?;
-    match layout {
+    let geometry = match layout {
         KvLayout::Split => {
             expect_ndim(
                 k,
@@ -124,7 +122,7 @@ pub fn cache_geometry(layout: KvLayout, key_cache: &TensorDesc, value_cache: &Te
             expect_dim(v, "value_cache", 3, bs, "block_size of key_cache")?;
             let s = k.strides;
             let vs = v.strides;
-            Ok(CacheGeometry {
+            CacheGeometry {
                 layout,
                 num_blocks: nb,
                 block_size: bs,
@@ -135,7 +133,7 @@ pub fn cache_geometry(layout: KvLayout, key_cache: &TensorDesc, value_cache: &Te
                 value: ValueAddressing { blk: vs[0], head: vs[1], dim: vs[2], tok: vs[3] },
                 key_addr: k.addr,
                 value_addr: v.addr,
-            })
+            }
         }
         KvLayout::Nhd => {
             expect_ndim(k, "key_cache", 4, "[num_blocks, block_size, num_kv_heads, head_size] for kv_layout nhd")?;
@@ -144,7 +142,7 @@ pub fn cache_geometry(layout: KvLayout, key_cache: &TensorDesc, value_cache: &Te
                 expect_dim(v, "value_cache", dim, k.shape[dim], "the same shape as key_cache")?;
             }
             let (s, vs) = (k.strides, v.strides);
-            Ok(CacheGeometry {
+            CacheGeometry {
                 layout,
                 num_blocks: k.shape[0],
                 block_size: k.shape[1],
@@ -155,9 +153,13 @@ pub fn cache_geometry(layout: KvLayout, key_cache: &TensorDesc, value_cache: &Te
                 value: ValueAddressing { blk: vs[0], head: vs[2], dim: vs[3], tok: vs[1] },
                 key_addr: k.addr,
                 value_addr: v.addr,
-            })
+            }
         }
-    }
+    };
+    // After the shape checks, so a wrong shape is reported as such.
+    expect_writable_strides(k, "key_cache")?;
+    expect_writable_strides(v, "value_cache")?;
+    Ok(geometry)
 }
 
 /// vLLM's `has_native_kv_cache_layout`: both caches have `stride(0) == prod(shape[1:])`.

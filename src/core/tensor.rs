@@ -82,7 +82,8 @@ impl TensorDesc {
         let mut acc = 1i64;
         for i in (0..shape.len()).rev() {
             strides[i] = acc;
-            acc *= shape[i];
+            // Saturate: an overflowing shape is rejected by `from_parts`, never wrapped.
+            acc = acc.saturating_mul(shape[i]);
         }
         let mut s = [0i64; MAX_DIMS];
         s[..shape.len()].copy_from_slice(shape);
@@ -186,21 +187,29 @@ pub fn expect_same_device(t: &TensorDesc, name: &str, device: Device, reference:
     Ok(())
 }
 
-/// Tensors that are written must not write one element twice: every dim of size > 1 needs a
-/// stride > 0.
+/// Tensors that are written must not write one element twice: ordered by stride, every
+/// dimension of size > 1 must step past everything the smaller strides reach (a sufficient
+/// non-overlap rule that every packed, padded or permuted layout satisfies).
 pub fn expect_writable_strides(t: &TensorDesc, name: &str) -> Result<()> {
     if t.numel() == 0 {
         // Nothing is written; NumPy gives empty arrays all-zero strides.
         return Ok(());
     }
-    for i in 0..t.ndim {
-        if t.shape[i] > 1 && t.strides[i] == 0 {
+    let mut dims: Vec<usize> = (0..t.ndim).filter(|&i| t.shape[i] > 1).collect();
+    dims.sort_by_key(|&i| t.strides[i]);
+    let mut reach = 1i64;
+    for i in dims {
+        if t.strides[i] < reach {
             fail!(
                 Status::InvalidStride,
-                "{name}.strides[{i}] = 0 with shape[{i}] = {}: a written tensor cannot broadcast",
-                t.shape[i]
+                "{name}.strides[{i}] = {} with shape[{i}] = {}: elements would overlap (a written tensor needs \
+                 stride >= {reach} here); strides {:?}",
+                t.strides[i],
+                t.shape[i],
+                t.strides()
             );
         }
+        reach = reach.saturating_add(t.strides[i].saturating_mul(t.shape[i] - 1));
     }
     Ok(())
 }
