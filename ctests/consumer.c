@@ -244,7 +244,7 @@ static void test_dlpack(void) {
   EXPECT_STATUS(pkv_tensor_from_dlpack(&dl, &t), PKV_STATUS_INVALID_NDIM, "ndim");
   dl = make_dl(mem, 1, -1, 2, 16, shape1, NULL, 0);
   EXPECT_STATUS(pkv_tensor_from_dlpack(&dl, &t), PKV_STATUS_INVALID_NDIM, "ndim");
-  dl = make_dl(mem, 3, 1, 2, 16, shape1, NULL, 0); /* kDLCUDAHost */
+  dl = make_dl(mem, 4, 1, 2, 16, shape1, NULL, 0); /* kDLOpenCL: not ours */
   EXPECT_STATUS(pkv_tensor_from_dlpack(&dl, &t), PKV_STATUS_INVALID_ENUM, "device");
   dl = make_dl(mem, 1, 1, 2, 16, NULL, NULL, 0);
   EXPECT_STATUS(pkv_tensor_from_dlpack(&dl, &t), PKV_STATUS_NULL_ARGUMENT, "shape");
