@@ -374,6 +374,7 @@ def main():
     rows = list(seen.values())
     names = sorted({r[".name"] for r in rows})
     pretty = {n: n for n in names} if a.mangled else demangle(names, cxxfilt)
+    pretty = {n: v.replace("(anonymous namespace)::", "") for n, v in pretty.items()}
 
     fails = []
     for r in rows:

@@ -16,9 +16,10 @@ AMD_DEVLIBS="${PKV_AMD_DEVLIBS:-$AMD_REPO_ROOT/build/amd-devlibs}"
 AMD_CLANG="${PKV_AMD_CLANG:-clang-19}"
 AMD_CHECK="$AMD_REPO_ROOT/.ci/amd/check_resources.py"
 
-# Flags every direct compile uses (build.rs is the reference for the library build; keep these
-# the same as what it passes).
-AMD_BASE_FLAGS=(-O3 -fPIC -std=c++17)
+# Flags every direct compile uses: the same as build.rs passes for the library build
+# (`-x hip -c -O3 -fPIC --offload-arch=... -I kernels $PKV_HIP_FLAGS`; build.rs also adds
+# -Rpass-analysis=kernel-resource-usage, which only prints remarks). Keep them in step.
+AMD_BASE_FLAGS=(-x hip -O3 -fPIC)
 
 # Per-configuration: targets, compiler, extra flags (what goes into PKV_HIP_FLAGS).
 amd_cfg_targets()  { case "$1" in hipcc) echo "gfx90a";; clang19) echo "gfx942;gfx1100";; esac; }

@@ -69,17 +69,21 @@ cargo_build() { # CFG
   echo "[amd] HIPCC=$cc PKV_GPU_TARGETS=\"$targets\" PKV_HIP_FLAGS=\"$flags\" CARGO_TARGET_DIR=$td cargo build --release --features rocm"
   HIPCC="$cc" PKV_GPU_TARGETS="$targets" PKV_HIP_FLAGS="$flags" HIP_PATH=/usr CARGO_TARGET_DIR="$td" \
     cargo build --release --features rocm -vv >"$td.build.log" 2>&1 || rc=$?
+  local bd; bd="$(latest_build_dir "$td")"
+  # The check reads the build script's objects (OUT_DIR/kernels/*.o, libpagedkv_kernels.a)
+  # and the linked library; after a failed build it still reads whatever objects exist, so
+  # the table shows e.g. the kernel that made build.rs stop.
+  if [ -n "$bd" ] && compgen -G "$bd/out/kernels/*.o" >/dev/null; then echo "$bd/out" >"$ROOT/$cfg.objects"; fi
   if [ $rc != 0 ]; then
     echo "[amd] cargo build failed (rc=$rc); last lines of $td.build.log:"
-    grep -v '^\s*Running `\|^\s*Fresh \|^\s*Compiling \|^\s*Dirty ' "$td.build.log" | tail -n 60
+    grep -v '^\s*Running `\|^\s*Fresh \|^\s*Compiling \|^\s*Dirty \|^\s*process didn.t exit successfully: `CARGO=' \
+      "$td.build.log" | tail -n 60
     return $rc
   fi
-  grep -E '^\[pagedkv [^]]*\] (warning|error)' "$td.build.log" | sort -u | head -n 20 || true
-  local bd; bd="$(latest_build_dir "$td")"
-  [ -n "$bd" ] && [ -d "$bd/out" ] || { echo "[amd] no pagedkv build-script OUT_DIR under $td"; return 1; }
+  grep -E '^\[pagedkv [^]]*\] (cargo:)?warning' "$td.build.log" | sort -u | head -n 20 || true
+  [ -f "$ROOT/$cfg.objects" ] || { echo "[amd] no kernel objects in the pagedkv build script's OUT_DIR under $td"; return 1; }
   [ -f "$td/release/libpagedkv.so" ] || { echo "[amd] $td/release/libpagedkv.so missing"; return 1; }
-  echo "$bd/out" >"$td.objects"
-  echo "$td/release/libpagedkv.so" >>"$td.objects"
+  echo "$td/release/libpagedkv.so" >>"$ROOT/$cfg.objects"
 }
 
 direct_build() { # CFG: one compiler invocation per kernels/*.hip, all targets at once
@@ -111,10 +115,11 @@ for cfg in hipcc clang19; do
   rm -f "$ROOT/$cfg.objects" "$ROOT/$cfg.md"
   label="$(amd_cfg_targets "$cfg" | tr ';' '+') via $(amd_cfg_compiler "$cfg")"
   if [ "$MODE" = cargo ]; then
-    amd_stage "build $label (cargo --release --features rocm)" cargo_build "$cfg" || { rc=1; continue; }
+    amd_stage "build $label (cargo --release --features rocm)" cargo_build "$cfg" || rc=1
   else
-    amd_stage "build $label (direct, kernels/*.hip)" direct_build "$cfg" || { rc=1; continue; }
+    amd_stage "build $label (direct, kernels/*.hip)" direct_build "$cfg" || rc=1
   fi
+  [ -f "$ROOT/$cfg.objects" ] || continue
   amd_stage "resource check $label" check "$cfg" || rc=1
 done
 

@@ -89,6 +89,7 @@ def main():
         print("ptxas_report: error: no ptxas report found (is -Xptxas -v passed?) in: " + " ".join(a.logs), file=sys.stderr)
         return 2
     pretty = demangle(sorted({f["name"] for f in funcs}))
+    pretty = {n: v.replace("(anonymous namespace)::", "") for n, v in pretty.items()}
     cols = ["function", "arch", "kind", "regs", "smem B", "stack B", "spill st B", "spill ld B", "barriers", "status"]
     rows, bad = [], []
     for f in sorted(funcs, key=lambda f: (f["arch"], not f["entry"], pretty[f["name"]])):
