@@ -93,7 +93,9 @@ PKV_DEVICE void write_tensor(const TensorJob& job, const int64_t* slots, int64_t
     typedef typename Select<kQuant, uint8_t, SRaw>::type DRaw;
     const SRaw* src = static_cast<const SRaw*>(job.src);
     DRaw* cache = static_cast<DRaw*>(job.cache);
-    const int nchunks = head_size / CHUNK;
+    // head_size is a multiple of 8 for attention; writes accept any, the tail chunk goes
+    // element by element.
+    const int nchunks = (head_size + CHUNK - 1) / CHUNK;
     const int units = WRITE_TOKENS * nchunks;
     for (int u = threadIdx.x; u < units; u += WRITE_THREADS) {
         int tl, c;
@@ -110,9 +112,21 @@ PKV_DEVICE void write_tensor(const TensorJob& job, const int64_t* slots, int64_t
         const int64_t o = slot - b * block_size;
         const int64_t t = t0 + tl;
         const SRaw* row = src + t * job.strides[0] + h * job.strides[1] + static_cast<int64_t>(c) * CHUNK * job.strides[2];
-        const Raw8<SRaw> in = load8(row, job.strides[2], job.src_contig);
-        const Raw8<DRaw> out = Convert<kSrc, kQuant>::run(in, job.scale, fp8_format);
-        store8(cache, b * job.addr.blk + h * job.addr.head + o * job.addr.tok, job.addr, c * CHUNK, job.run, out);
+        const int64_t base = b * job.addr.blk + h * job.addr.head + o * job.addr.tok;
+        const int valid = head_size - c * CHUNK;
+        if (valid >= CHUNK) {
+            const Raw8<SRaw> in = load8(row, job.strides[2], job.src_contig);
+            const Raw8<DRaw> out = Convert<kSrc, kQuant>::run(in, job.scale, fp8_format);
+            store8(cache, base, job.addr, c * CHUNK, job.run, out);
+        } else {
+            for (int i = 0; i < valid; ++i) {
+                Raw8<SRaw> in;
+                in.clear();
+                in.set(0, row[i * job.strides[2]]);
+                const Raw8<DRaw> out = Convert<kSrc, kQuant>::run(in, job.scale, fp8_format);
+                cache[base + dim_offset(job.addr, c * CHUNK + i)] = out.get(0);
+            }
+        }
     }
 }
 

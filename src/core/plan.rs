@@ -143,16 +143,37 @@ impl Target {
     }
 }
 
-/// Bytes of dynamic shared memory the attention kernel needs for one work-group:
-/// K and V tiles staged in the compute type, the query rows in f32, and one f32 score per
-/// (row, key of the tile). Kept next to the kernel's own arithmetic in
-/// `kernels/attention.hip` (`smem_layout`): change both together.
-pub fn attention_shared_mem_bytes(tile: u32, rows: u32, head_size: u32, query_dtype: DType) -> u64 {
-    let stage_elem = if query_dtype == DType::F32 { 4 } else { 2 };
-    let kv = 2 * tile as u64 * head_size as u64 * stage_elem;
-    let q = rows as u64 * head_size as u64 * 4;
-    let scores = rows as u64 * tile as u64 * 4;
-    kv + q + scores
+/// Threads of one attention work-group: `ATT_THREADS` in `kernels/attention.hip` (the kernel is
+/// compiled for exactly this many; whole waves of 32 and of 64).
+pub(crate) const KERNEL_THREADS: u32 = 256;
+/// Most query rows (tokens x query heads of one kv head) one work-group serves (`MAX_ROWS`).
+pub(crate) const KERNEL_MAX_ROWS: u32 = 16;
+/// Compute tiles the kernel supports: powers of two in this range (`MAX_TILE`; the floor keeps
+/// one 16-lane segment per row in the softmax step).
+pub(crate) const KERNEL_MIN_TILE: u32 = 16;
+pub(crate) const KERNEL_MAX_TILE: u32 = 64;
+
+/// How the query heads of one kv head are spread over work-groups: `(heads_per_cta,
+/// head_groups)`. All of them share one K/V staging while the GQA ratio fits the row budget;
+/// larger ratios take `head_groups` work-groups per kv head.
+pub fn attention_head_split(gqa_ratio: u32) -> (u32, u32) {
+    let heads = gqa_ratio.clamp(1, KERNEL_MAX_ROWS);
+    (heads, gqa_ratio.max(1).div_ceil(heads))
+}
+
+/// Bytes of dynamic shared memory the attention kernel needs for one work-group. Mirrors
+/// `smem_layout` in `kernels/attention.hip` region by region: change both together.
+/// Staging is f32 whatever the query and cache dtypes (fp8 is dequantised once, on the way
+/// in), so the dtype does not change the size.
+pub fn attention_shared_mem_bytes(tile: u32, rows: u32, head_size: u32, _query_dtype: DType) -> u64 {
+    const PARAM_BYTES: u64 = 512; // the launch arguments' copy (read from LDS on AMD)
+    const ROW_STAT_BYTES: u64 = 16 * KERNEL_MAX_ROWS as u64 * 4; // per-row softmax state and CTA info
+    const FP8_TABLE_BYTES: u64 = 256 * 4; // fp8 decode table
+    const KEY_PAD: u64 = 4; // floats padding each staged key row
+    let (t, r, d) = (tile as u64, rows as u64, head_size as u64);
+    let key_offsets = 2 * 8 * t; // per staged key: its K and V cache offsets (i64)
+    let floats = r * d + t * (d + KEY_PAD) + d * t + r * t; // q, K, V^T, scores
+    PARAM_BYTES + key_offsets + ROW_STAT_BYTES + FP8_TABLE_BYTES + 4 * floats
 }
 
 /// Bytes of split-KV scratch per (token, query head, split): the unnormalised accumulator
@@ -181,15 +202,20 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
 fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Result<Plan> {
     let g = p.gqa_ratio() as u32;
     let d = p.head_size as u32;
-    // Rows of one work-group: all q heads of its kv head for `block_q` tokens.
-    let block_q = (tuning.rows_per_cta / g.max(1)).max(1);
-    let rows = block_q * g;
+    let (heads_per_cta, head_groups) = attention_head_split(g);
+    // Rows of one work-group: `heads_per_cta` q heads of one kv head for `block_q` tokens.
+    // A batch with no more tokens than sequences is decode-shaped: one token per work-group,
+    // so that no rows are computed for tokens that do not exist (a shape, not a length).
+    let row_budget = tuning.rows_per_cta.clamp(1, KERNEL_MAX_ROWS);
+    let block_q = if p.num_tokens <= p.num_seqs { 1 } else { (row_budget / heads_per_cta).max(1) };
+    let rows = block_q * heads_per_cta;
     let hard_limit = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
     let budget = hard_limit.min(tuning.preferred_shared_mem as u64).max(limits.shared_mem_per_block.min(hard_limit));
     let bs = p.geometry.block_size as u32;
-    let mut tile = tuning.max_tile;
+    let min_tile = tuning.min_tile.clamp(KERNEL_MIN_TILE, KERNEL_MAX_TILE);
+    let mut tile = tuning.max_tile.clamp(min_tile, KERNEL_MAX_TILE);
     let mut smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
-    while smem > budget && tile > tuning.min_tile {
+    while smem > budget && tile > min_tile {
         tile /= 2;
         smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
     }
@@ -203,7 +229,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     }
     // Graph-safe grid: an upper bound of q-blocks from the token and sequence counts.
     let num_q_blocks = (p.num_tokens as u64 / block_q as u64 + p.num_seqs as u64).max(1);
-    let ctas = num_q_blocks * p.num_kv_heads as u64;
+    let ctas = num_q_blocks * p.num_kv_heads as u64 * head_groups as u64;
     let target_ctas = limits.multiprocessor_count as u64 * tuning.target_ctas_per_cu as u64;
     let max_tiles = ((p.max_context_bound() as u64).div_ceil(tile as u64)).max(1);
     let wanted = target_ctas.div_ceil(ctas.max(1));
@@ -218,7 +244,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         tile_size: tile,
         block_q,
         num_splits,
-        threads: tuning.attention_threads,
+        threads: KERNEL_THREADS,
         num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
         shared_mem_bytes: smem,
         workspace_bytes,

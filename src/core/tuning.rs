@@ -12,7 +12,8 @@ pub struct Tuning {
     pub min_tile: u32,
     /// Query rows (query tokens x query heads of one kv head) one work-group serves.
     pub rows_per_cta: u32,
-    /// Threads per work-group for the attention kernel (a multiple of every wave size).
+    /// Threads per work-group for the attention kernel (a multiple of every wave size). The
+    /// kernel is compiled for `plan::KERNEL_THREADS`; every row must say that number.
     pub attention_threads: u32,
     /// Work-groups per compute unit the split-KV heuristic aims for.
     pub target_ctas_per_cu: u32,
@@ -53,12 +54,13 @@ pub const TUNING_TABLE: &[Tuning] = &[
         max_tile: 32,
         min_tile: 16,
         rows_per_cta: 16,
-        attention_threads: 128,
+        attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 32,
         preferred_shared_mem: 64 * 1024,
     },
-    // Hopper.
+    // Hopper: 227 KiB of opt-in shared memory per block, 132 SMs (H200). Two work-groups per SM
+    // fit the kernel's register budget (PKV_LAUNCH_BOUNDS), so each may take 96 KiB.
     Tuning {
         arch_prefix: "sm_90",
         max_tile: 64,
@@ -73,9 +75,9 @@ pub const TUNING_TABLE: &[Tuning] = &[
     Tuning {
         arch_prefix: "",
         max_tile: 32,
-        min_tile: 8,
+        min_tile: 16,
         rows_per_cta: 16,
-        attention_threads: 128,
+        attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 32,
         preferred_shared_mem: 48 * 1024,
@@ -96,6 +98,11 @@ mod tests {
         for t in TUNING_TABLE {
             assert!(t.min_tile.is_power_of_two() && t.max_tile.is_power_of_two() && t.min_tile <= t.max_tile);
             assert_eq!(t.attention_threads % 64, 0, "threads must be whole 64-wide waves");
+            assert_eq!(t.attention_threads, crate::core::plan::KERNEL_THREADS, "the kernel's compiled thread count");
+            assert!(
+                t.max_tile <= crate::core::plan::KERNEL_MAX_TILE && t.min_tile >= crate::core::plan::KERNEL_MIN_TILE
+            );
+            assert!(t.rows_per_cta <= crate::core::plan::KERNEL_MAX_ROWS);
             assert!(t.max_splits >= 1 && t.rows_per_cta >= 1);
         }
         assert_eq!(tuning_for("gfx942").arch_prefix, "gfx94");

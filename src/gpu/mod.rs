@@ -1,11 +1,9 @@
 //! GPU backend: device queries and kernel launches. Built with the `cuda` or `rocm` feature;
 //! without either, every entry point says how to build one.
-
-use crate::core::attention::AttentionProblem;
-use crate::core::dtype::Device;
-use crate::core::plan::{DeviceLimits, Plan};
-use crate::core::status::{Error, Result, Status};
-use crate::core::write::WriteProblem;
+//!
+//! - `params`: the kernels' launch arguments (`kernels/pkv_params.h`), proven on the host;
+//! - `launch`: the three entry points, shared by both runtimes;
+//! - `cuda` / `hip`: the runtime's device queries, device guard and error text.
 
 #[cfg(all(feature = "cuda", feature = "rocm"))]
 compile_error!("features `cuda` and `rocm` are mutually exclusive: build with one GPU backend");
@@ -18,7 +16,11 @@ pub const GPU_TARGETS: &str = match option_env!("PKV_BUILT_GPU_TARGETS") {
 
 #[cfg(not(any(feature = "cuda", feature = "rocm")))]
 mod disabled {
-    use super::*;
+    use crate::core::attention::AttentionProblem;
+    use crate::core::dtype::Device;
+    use crate::core::plan::{DeviceLimits, Plan};
+    use crate::core::status::{Error, Result, Status};
+    use crate::core::write::WriteProblem;
 
     fn not_built(device: Device) -> Error {
         Error::new(
@@ -52,3 +54,24 @@ mod disabled {
 
 #[cfg(not(any(feature = "cuda", feature = "rocm")))]
 pub use disabled::*;
+
+// The runtime layer is internal: none of it is C API (cbindgen skips these modules).
+/// cbindgen:ignore
+#[cfg(feature = "cuda")]
+mod cuda;
+/// cbindgen:ignore
+#[cfg(all(feature = "rocm", not(feature = "cuda")))]
+mod hip;
+/// cbindgen:ignore
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+mod launch;
+/// cbindgen:ignore
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+mod params;
+#[cfg(feature = "cuda")]
+use cuda as runtime;
+#[cfg(all(feature = "rocm", not(feature = "cuda")))]
+use hip as runtime;
+
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+pub use launch::{device_limits, paged_attention, write_kv_cache};

@@ -1,0 +1,118 @@
+//! The GPU backend's entry points, shared by CUDA and ROCm: cached device limits, and the two
+//! operations, which fill the kernels' launch arguments and enqueue them on the caller's
+//! stream. No synchronisation and no allocation happen here: scratch comes from the caller's
+//! workspace, and errors are the launch's own (execution errors surface on the caller's
+//! stream, as with any asynchronous kernel).
+
+use std::ffi::{c_int, c_void};
+use std::sync::{Mutex, OnceLock};
+
+use super::params::{AttentionParams, WriteParams, attention_params, write_params};
+use super::runtime;
+use crate::core::attention::AttentionProblem;
+use crate::core::dtype::Device;
+use crate::core::plan::{DeviceLimits, KERNEL_THREADS, Plan};
+use crate::core::status::{Error, Result, Status};
+use crate::core::write::WriteProblem;
+
+unsafe extern "C" {
+    /// kernels/write_kv.hip: enqueues the cache write; returns the runtime's error code.
+    fn pkv_kernel_write_kv_cache(params: *const WriteParams, stream: *mut c_void) -> c_int;
+    /// kernels/attention.hip: enqueues attention (and the split reduce); returns the code.
+    fn pkv_kernel_paged_attention(params: *const AttentionParams, stream: *mut c_void) -> c_int;
+}
+
+fn check_device(device: Device) -> Result<()> {
+    if device.kind != runtime::DEVICE_KIND {
+        return Err(Error::new(
+            Status::UnsupportedDevice,
+            format!(
+                "tensors on {} cannot be used: this libpagedkv was built with the {} backend (device type {})",
+                device.describe(),
+                runtime::RUNTIME,
+                runtime::DEVICE_KIND as i32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The planner's view of `device`, read once per device and cached for the process.
+pub fn device_limits(device: Device) -> Result<DeviceLimits> {
+    check_device(device)?;
+    static CACHE: OnceLock<Mutex<Vec<(i32, DeviceLimits)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    if let Some((_, l)) = cache.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(id, _)| *id == device.id) {
+        return Ok(l.clone());
+    }
+    // Queried outside the lock (a first query may initialise the runtime); a racing thread
+    // stores the same values.
+    let limits = runtime::query_limits(device.id)?;
+    let mut entries = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if !entries.iter().any(|(id, _)| *id == device.id) {
+        entries.push((device.id, limits.clone()));
+    }
+    Ok(limits)
+}
+
+fn launch_error(code: c_int, what: &str) -> Error {
+    Error::new(Status::LaunchFailed, format!("{what}: {} error {}", runtime::RUNTIME, runtime::error_text(code)))
+}
+
+pub fn write_kv_cache(p: &WriteProblem, stream: usize) -> Result<()> {
+    check_device(p.device)?;
+    if p.num_tokens == 0 {
+        return Ok(());
+    }
+    let params = write_params(p)?;
+    let _guard = runtime::DeviceGuard::enter(p.device.id)?;
+    // SAFETY: `params` describes device memory validated by core (shapes, strides, dtypes,
+    // extents); the kernel only reads/writes inside those extents and skips slots outside the
+    // cache. `stream` is the caller's stream handle (0 = the default stream), per the C API.
+    let code = unsafe { pkv_kernel_write_kv_cache(&params, stream as *mut c_void) };
+    if code != 0 {
+        return Err(launch_error(code, "launching the cache writer"));
+    }
+    Ok(())
+}
+
+pub fn paged_attention(
+    p: &AttentionProblem,
+    plan: &Plan,
+    workspace: usize,
+    workspace_bytes: u64,
+    stream: usize,
+) -> Result<()> {
+    check_device(p.device)?;
+    if plan.threads != KERNEL_THREADS {
+        return Err(Error::new(
+            Status::Internal,
+            format!("plan asks for {} threads, the attention kernel is compiled for {KERNEL_THREADS}", plan.threads),
+        ));
+    }
+    if plan.num_splits > 1 {
+        // ops checked size and presence; the kernels store partials as 16-byte vectors.
+        debug_assert!(workspace_bytes >= plan.workspace_bytes);
+        if workspace % 16 != 0 {
+            return Err(Error::new(
+                Status::InvalidValue,
+                format!(
+                    "workspace = {workspace:#x} is not 16-byte aligned (split-KV partials are stored as 16-byte vectors)"
+                ),
+            ));
+        }
+    }
+    let params = attention_params(p, plan, workspace)?;
+    if p.num_tokens == 0 || p.num_seqs == 0 {
+        return Ok(());
+    }
+    let _guard = runtime::DeviceGuard::enter(p.device.id)?;
+    // SAFETY: `params` describes device memory validated by core; the kernel clamps the values
+    // it reads from the device (lengths, offsets, block ids) so that it stays inside the
+    // validated extents, and uses the caller's workspace of `workspace_bytes` >= the plan's.
+    let code = unsafe { pkv_kernel_paged_attention(&params, stream as *mut c_void) };
+    if code != 0 {
+        return Err(launch_error(code, "launching paged attention"));
+    }
+    Ok(())
+}
