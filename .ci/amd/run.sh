@@ -104,10 +104,23 @@ direct_build() { # CFG: one compiler invocation per kernels/*.hip, all targets a
 }
 
 check() { # CFG
-  local cfg="$1" objs=()
+  local cfg="$1" objs=() so
   mapfile -t objs <"$ROOT/$cfg.objects"
   python3 "$AMD_CHECK" --expect-targets "$(amd_cfg_targets "$cfg")" --markdown "$ROOT/$cfg.md" \
-    --json "$ROOT/$cfg.json" "${objs[@]}"
+    --json "$ROOT/$cfg.json" "${objs[@]}" || return $?
+  # The shipped library must carry every kernel that was compiled, for every target.
+  so="$(grep 'libpagedkv\.so$' "$ROOT/$cfg.objects" || true)"
+  [ -n "$so" ] || return 0
+  python3 "$AMD_CHECK" --expect-targets "$(amd_cfg_targets "$cfg")" --json "$ROOT/$cfg.so.json" "$so" >/dev/null || return $?
+  python3 - "$ROOT/$cfg.json" "$ROOT/$cfg.so.json" <<'EOF'
+import json, sys
+every, shipped = ({(r["target"], r["name"]) for r in json.load(open(p))} for p in sys.argv[1:3])
+missing = sorted(every - shipped)
+for t, n in missing:
+    print(f"[amd] kernel compiled but not in libpagedkv.so: {t} {n}")
+print(f"[amd] libpagedkv.so carries {len(shipped)} of {len(every)} kernel code objects")
+sys.exit(1 if missing else 0)
+EOF
 }
 
 rc=0

@@ -10,12 +10,14 @@
 #   PKV_NV_TARGET_DIR    CARGO_TARGET_DIR of this build (default target/ci-nvidia)
 #   PKV_CUDA_ARCHS       passed through to build.rs (its default: sm_90)
 #   PKV_NV_FAIL_ON_STACK=1  also fail on a nonzero ptxas stack frame
+#   PKV_NV_SKIP_SELFTEST=1  skip .ci/nvidia/selftest.sh (proves the spill check fails when it must)
 #   PKV_NV_MODE          auto (default) | cargo | direct
 #                        cargo : cargo build --release --features cuda (through build.rs)
 #                        direct: nvcc -x cu each kernels/*.hip (no Rust build)
 #                        auto  : cargo when build.rs handles the cuda feature, else direct
 #
-# Stages (each timed): install nvcc -> cargo build --release --features cuda -vv -> ptxas table.
+# Stages (each timed): install nvcc -> self-test of the spill check ->
+# cargo build --release --features cuda -vv -> ptxas table (also printed after a failed build).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO_ROOT"
@@ -146,6 +148,9 @@ fi
 
 stage "install nvcc 13.0 (PyPI)" install_nvcc
 rc=0
+if [ "${PKV_NV_SKIP_SELFTEST:-0}" != 1 ]; then
+  stage "spill-check self-test" bash "$REPO_ROOT/.ci/nvidia/selftest.sh" || rc=1
+fi
 case "$MODE" in
   cargo) stage "cargo build --release --features cuda" build || rc=1 ;;
   direct) stage "nvcc kernels/*.hip (direct)" direct || rc=1 ;;
