@@ -37,7 +37,7 @@ commands:
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => demo::run(&memory::HostMemory),
+        Some("demo") => demo::run(pick_memory().as_ref()),
         Some("info") => info(),
         Some("plan") => parse_options(&args[1..]).and_then(|o| plan(&o)),
         Some("-h") | Some("--help") | Some("help") => {
@@ -50,6 +50,27 @@ fn main() {
         eprintln!("pagedkv: {e}");
         std::process::exit(1);
     }
+}
+
+/// The GPU when the library has a GPU backend and a device answers, else host memory.
+fn pick_memory() -> Box<dyn memory::Memory> {
+    #[cfg(any(feature = "cuda", feature = "rocm"))]
+    {
+        let device_type = if cfg!(feature = "cuda") { PKV_DEVICE_CUDA } else { PKV_DEVICE_ROCM };
+        let mut l = presets::limits("sm_90").expect("preset");
+        // SAFETY: `l` is a valid, writable struct with struct_size set.
+        let status = unsafe { pagedkv::capi::attention::pkv_device_limits_query(device_type, 0, &mut l) };
+        match api::check(status, "pkv_device_limits_query") {
+            Ok(()) => {
+                let arch: Vec<u8> = l.arch.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+                let arch = String::from_utf8_lossy(&arch).into_owned();
+                let fp8 = pagedkv::core::plan::fp8_e4m3_for_arch(&arch);
+                return Box::new(memory::device::DeviceMemory { arch, fp8 });
+            }
+            Err(e) => println!("no usable GPU ({e}); running on the CPU backend"),
+        }
+    }
+    Box::new(memory::HostMemory)
 }
 
 fn parse_options(args: &[String]) -> Result<HashMap<String, String>, String> {
