@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The H200 proof, run on the GPU machine (it has python3, torch, numpy, ml_dtypes, nvidia-smi and
+# compute-sanitizer, but no Rust): every kernel against the CPU backend over the full matrix,
+# then compute-sanitizer memcheck over the reduced matrix (0 errors required).
+#
+#   scripts/h200/run.sh [full|memcheck|bench|all]   (default all; bench = a first speed look)
+#
+# Loads $PAGEDKV_LIBRARY (default target/release/libpagedkv.so, built by build.sh and carried
+# over). Results go to $OUT (default /tmp/pagedkv-h200): results-*.jsonl, summary-*.txt,
+# memcheck.txt, device.txt. Exit status: 0 only if every stage passed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PAGEDKV_LIBRARY=${PAGEDKV_LIBRARY:-$PWD/target/release/libpagedkv.so}
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/pagedkv-h200}
+mkdir -p "$OUT"
+stage=${1:-all}
+rc=0
+
+{
+    date -u +"date %Y-%m-%dT%H:%M:%SZ"
+    echo "commit ${PKV_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+    python3 -c 'import torch, numpy, ml_dtypes; print("torch", torch.__version__, "numpy", numpy.__version__, "ml_dtypes", ml_dtypes.__version__)'
+} | tee "$OUT/device.txt"
+
+if [[ $stage == all || $stage == full ]]; then
+    python3 scripts/h200/check.py --suite full --out "$OUT" > "$OUT/full.log" 2>&1
+    status=$?
+    grep -E "FAIL" "$OUT/full.log" | head -40
+    cat "$OUT/summary-full.txt" 2>/dev/null || tail -30 "$OUT/full.log"
+    echo "full matrix: exit $status"
+    rc=$((rc | status))
+fi
+
+if [[ $stage == all || $stage == memcheck ]]; then
+    # Without torch's caching allocator every tensor is its own allocation, so an access past
+    # a tensor's end is outside any allocation and memcheck sees it.
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
+        --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced --out "$OUT" \
+        > "$OUT/memcheck-run.log" 2>&1
+    status=$?
+    tail -4 "$OUT/memcheck-run.log"
+    grep -E "ERROR SUMMARY|Invalid|Program hit" "$OUT/memcheck.txt" | sort | uniq -c | head -20
+    echo "memcheck (reduced matrix): exit $status"
+    rc=$((rc | status))
+fi
+if [[ $stage == all || $stage == bench ]]; then
+    timeout 240 python3 scripts/h200/bench_smoke.py 2>&1 | tee "$OUT/bench.txt"
+fi
+exit $rc
