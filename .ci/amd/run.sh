@@ -52,12 +52,13 @@ if [ "${PKV_AMD_SKIP_SELFTEST:-0}" != 1 ]; then
   amd_stage "checker self-test" bash .ci/amd/selftest.sh
 fi
 
-# The build directory of the pagedkv build script's latest run (holds out/ = OUT_DIR).
+# The build directory of the pagedkv build script's latest run (holds out/ = OUT_DIR). Found by
+# its objects, not by cargo's `output` file, which a failed build-script run does not write.
 latest_build_dir() {
   local td="$1" d best="" bt=0 t
   for d in "$td"/release/build/pagedkv-*/; do
-    [ -f "$d/output" ] || continue
-    t=$(stat -c %Y "$d/output")
+    [ -d "$d/out/kernels" ] || continue
+    t=$(stat -c %Y "$d/out/kernels")
     if [ "$t" -ge "$bt" ]; then bt=$t; best="${d%/}"; fi
   done
   echo "$best"

@@ -101,8 +101,8 @@ build() {
   # invocation found the build script fresh and did not rerun nvcc. Fall back to the -vv log.
   local d="" x t bt=0
   for x in "$TD"/release/build/pagedkv-*/; do
-    [ -f "$x/output" ] || continue
-    t=$(stat -c %Y "$x/output"); if [ "$t" -ge "$bt" ]; then bt=$t; d="${x%/}"; fi
+    [ -d "$x/out/kernels" ] || continue  # (cargo writes `output` only after a successful run)
+    t=$(stat -c %Y "$x/out/kernels"); if [ "$t" -ge "$bt" ]; then bt=$t; d="${x%/}"; fi
   done
   : >"$LOG_DIR/ptxas.log"
   if [ -n "$d" ] && compgen -G "$d/out/kernels/*.log" >/dev/null; then
