@@ -3,7 +3,8 @@
 # compute-sanitizer, but no Rust): every kernel against the CPU backend over the full matrix,
 # then compute-sanitizer memcheck over the reduced matrix (0 errors required).
 #
-#   scripts/h200/run.sh [full|memcheck|bench|all]   (default all; bench = a first speed look)
+#   scripts/h200/run.sh [full|amd-plans|memcheck|bench|profile|all]
+#   (default all = full, amd-plans, memcheck, bench; profile = ncu counters for one call)
 #
 # Loads $PAGEDKV_LIBRARY (default target/release/libpagedkv.so, built by build.sh and carried
 # over). Results go to $OUT (default /tmp/pagedkv-h200): results-*.jsonl, summary-*.txt,
@@ -33,6 +34,21 @@ if [[ $stage == all || $stage == full ]]; then
     rc=$((rc | status))
 fi
 
+if [[ $stage == all || $stage == amd-plans ]]; then
+    # The plans an AMD GPU would get (64 KiB LDS: smaller tiles; other CU counts: other split
+    # counts; gfx11's tile cap), run on this GPU through the planner's test hook.
+    for spec in "gfx942:arch=gfx942,smem=65536,cus=304" "gfx1100:arch=gfx1100,smem=65536,cus=48"; do
+        tag=amd-${spec%%:*}
+        PKV_TEST_DEVICE_LIMITS=${spec#*:} python3 scripts/h200/check.py --suite full --only attention \
+            --tag "$tag" --out "$OUT" > "$OUT/$tag.log" 2>&1
+        status=$?
+        grep -E "FAIL" "$OUT/$tag.log" | head -20
+        cat "$OUT/summary-$tag.txt" 2>/dev/null || tail -30 "$OUT/$tag.log"
+        echo "$tag plans: exit $status"
+        rc=$((rc | status))
+    done
+fi
+
 if [[ $stage == all || $stage == memcheck ]]; then
     # Without torch's caching allocator every tensor is its own allocation, so an access past
     # a tensor's end is outside any allocation and memcheck sees it.
@@ -45,6 +61,16 @@ if [[ $stage == all || $stage == memcheck ]]; then
     echo "memcheck (reduced matrix): exit $status"
     rc=$((rc | status))
 fi
+if [[ $stage == profile ]]; then
+    # Hardware counters for one decode call and one cache write (Nsight Compute, clocks untouched).
+    timeout 300 ncu --clock-control none --kernel-name regex:'paged_attention_kernel|write_kv_kernel' \
+        --launch-skip 1 --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+        python3 scripts/h200/profile_one.py > "$OUT/ncu.txt" 2>&1
+    echo "ncu: exit $?"
+    grep -E "paged_attention_kernel|write_kv_kernel|Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|Issue Slots Busy|L1/TEX Hit|Mem Busy|Max Bandwidth|Shared Memory Configuration" "$OUT/ncu.txt" | head -60
+fi
+
 if [[ $stage == all || $stage == bench ]]; then
     timeout 240 python3 scripts/h200/bench_smoke.py 2>&1 | tee "$OUT/bench.txt"
 fi

@@ -40,6 +40,40 @@ fn check_device(device: Device) -> Result<()> {
 /// The planner's view of `device`, read once per device and cached for the process.
 pub fn device_limits(device: Device) -> Result<DeviceLimits> {
     check_device(device)?;
+    Ok(apply_test_limits(cached_limits(device)?))
+}
+
+/// Test hook, off unless `PKV_TEST_DEVICE_LIMITS` is set (e.g. `arch=gfx942,smem=65536,cus=304`):
+/// the planner then sees those limits instead of the device's own, so that the NVIDIA proof
+/// runs the plans (tile, splits, fp8 flavour) an AMD GPU would get. The kernels still run on
+/// this device, so shared memory is only ever lowered.
+fn apply_test_limits(mut l: DeviceLimits) -> DeviceLimits {
+    static SPEC: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        std::env::var("PKV_TEST_DEVICE_LIMITS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    });
+    for (key, value) in spec {
+        let n = value.parse::<u64>().ok();
+        match (key.as_str(), n) {
+            ("arch", _) => l.arch = value.clone(),
+            ("smem", Some(n)) => {
+                l.shared_mem_per_block_optin = n.min(l.shared_mem_per_block_optin);
+                l.shared_mem_per_block = l.shared_mem_per_block.min(l.shared_mem_per_block_optin);
+            }
+            ("cus", Some(n)) => l.multiprocessor_count = n.max(1) as u32,
+            ("wave", Some(n)) => l.wave_size = n.max(1) as u32,
+            _ => {}
+        }
+    }
+    l
+}
+
+fn cached_limits(device: Device) -> Result<DeviceLimits> {
     static CACHE: OnceLock<Mutex<Vec<(i32, DeviceLimits)>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     if let Some((_, l)) = cache.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(id, _)| *id == device.id) {

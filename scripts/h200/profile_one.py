@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""One decode-attention call (B64, 4k context, block 16, 32 q / 8 kv heads, head 128, bf16)
+and one cache write (65536 tokens), for a profiler (ncu) to look at. Usage: under ncu."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+import pagedkv as pkv  # noqa: E402
+
+dev = torch.device("cuda", 0)
+batch, ctx, bs, hq, hkv, d = 64, 4096, 16, 32, 8, 128
+blocks = batch * ctx // bs
+kv_cache = torch.randn(2, blocks, bs, hkv, d, device=dev).to(torch.bfloat16)
+kc, vc = pkv.split_kv_cache(kv_cache, hkv, d)
+table = torch.randperm(blocks, device=dev, dtype=torch.int32).view(batch, -1)
+seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device=dev)
+qsl = torch.arange(batch + 1, dtype=torch.int32, device=dev)
+q = torch.randn(batch, hq, d, device=dev).to(torch.bfloat16)
+for _ in range(2):
+    pkv.paged_attention(q, kc, vc, table, seq_lens, qsl)
+key = torch.randn(65536, hkv, d, device=dev).to(torch.bfloat16)
+cache2 = torch.empty(2, 65536 // bs, bs, hkv, d, device=dev, dtype=torch.bfloat16)
+k2, v2 = pkv.split_kv_cache(cache2, hkv, d)
+slots = torch.arange(65536, dtype=torch.int64, device=dev)
+pkv.write_kv_cache(key, key, k2, v2, slots)
+torch.cuda.synchronize()
+print(pkv.paged_attention_plan(q, kc, vc, table, seq_lens, qsl))
