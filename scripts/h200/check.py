@@ -149,8 +149,13 @@ class Cache:
 def same_bytes(gpu: torch.Tensor, host: np.ndarray) -> int:
     """Number of differing bytes between a GPU buffer and a host buffer of equal size."""
     g = gpu.view(torch.uint8)
-    h = torch.from_numpy(host.view(np.uint8)).to(DEV)
-    return int((g != h).sum().item())
+    h = host.view(np.uint8)
+    chunk = 1 << 28  # bounded temporaries on caches of several GiB
+    diff = 0
+    for start in range(0, g.numel(), chunk):
+        part = torch.from_numpy(h[start:start + chunk]).to(DEV)
+        diff += int((g[start:start + chunk] != part).sum().item())
+    return diff
 
 
 def scalar(v):
@@ -169,7 +174,7 @@ def check_write(c, rng):
     fp8 = kv != "auto"
     cache_dt = "u8" if fp8 else src
     t = c["tokens"]
-    nb = max(2, (2 * t + bs - 1) // bs + 1)
+    nb = c.get("num_blocks") or max(2, (2 * t + bs - 1) // bs + 1)
     cache = Cache(layout, nb, bs, h, d, cache_dt, kv if fp8 else None)
     # Extra key rows past len(slot_mapping) (graph padding) must be ignored.
     rows = t + 3
@@ -183,7 +188,12 @@ def check_write(c, rng):
     if fp8:
         # Some values beyond the format's range after scaling: saturation is checked too.
         key[0, 0, :4] = torch.tensor([1e4, -1e4, 0.0, -0.0], device=DEV).to(key.dtype)
-    slots_all = torch.from_numpy(rng.permutation(nb * bs)[:t].astype(np.int64))
+    if c.get("high_blocks"):
+        # Slots in the last blocks of a pool of more than 65,536 blocks (offsets past 4 GiB).
+        top = min(nb * bs, 4096)
+        slots_all = torch.from_numpy((nb * bs - top + rng.permutation(top)[:t]).astype(np.int64))
+    else:
+        slots_all = torch.from_numpy(rng.permutation(nb * bs)[:t].astype(np.int64))
     slots_all[torch.from_numpy(rng.random(t) < 0.1)] = -1
     gpu_slots = slots_all.clone()
     if c.get("slot_out_of_range") and not DRY:
@@ -315,8 +325,12 @@ def check_attention(c, rng):
     max_abs = float(err.max(initial=0.0)) if not np.isnan(err).any() else math.inf
     rel = max_abs / max(1.0, ref_max)
     l2 = float(np.linalg.norm(g[fin] - r[fin]) / max(1e-30, np.linalg.norm(r[fin]))) if fin.any() else 0.0
-    res.update(ok=bool(nan_match and rel <= TOL[qdt] and math.isfinite(max_abs)), max_abs=max_abs, rel=rel,
-               l2_rel=l2, nan_rows_match=nan_match, written=int(fin.sum()))
+    # Every element of every sequence's query rows is finite on the CPU (the caches are NaN only
+    # where nothing may be read): a NaN there would mean a misplaced write or read.
+    expected = sum(q for q, _ in batch) * hq * d
+    res.update(ok=bool(nan_match and rel <= TOL[qdt] and math.isfinite(max_abs) and int(fin.sum()) == expected),
+               max_abs=max_abs, rel=rel, l2_rel=l2, nan_rows_match=nan_match, written=int(fin.sum()),
+               expected_written=expected)
     return res
 
 
@@ -378,6 +392,11 @@ def write_cases(suite):
                       v_scale=0.2))
     cases.append(dict(layout="kvfirst", bs=16, h=2, d=64, src="f16", kv="auto", tokens=60, slot_out_of_range=True))
     cases.append(dict(layout="hybrid", bs=48, h=2, d=64, src="f32", kv="auto", tokens=60, src_strided=True))
+    # Over 65,536 blocks and over 4 GiB of cache: 64-bit offsets in both writers.
+    cases.append(dict(layout="kvfirst", bs=16, h=8, d=128, src="f16", kv="auto", tokens=500, num_blocks=70000,
+                      high_blocks=True, name="large-cache"))
+    cases.append(dict(layout="nhd", bs=16, h=8, d=128, src="bf16", kv="fp8_e5m2", tokens=500, num_blocks=140000,
+                      high_blocks=True, k_scale=0.2, v_scale=0.4, name="large-cache"))
     return cases
 
 
