@@ -415,6 +415,11 @@ def attention_cases(suite):
                  out_fp8="fp8_e4m3fn"),
             dict(layout="kvfirst", bs=16, d=128, hq=8, hkv=8, qdt="bf16", kv="auto",
                  batch=[(1, 9000)], name="split-kv"),
+            # Single-pass plans (padding rows fill the grid): the direct output epilogue.
+            dict(layout="kvfirst", bs=16, d=128, hq=32, hkv=8, qdt="bf16", kv="auto", batch="mixed",
+                 pad_tokens=2200, name="single-pass"),
+            dict(layout="nhd", bs=784, d=80, hq=16, hkv=4, qdt="f16", kv="fp8_e4m3fnuz", batch="prefill",
+                 sinks=True, out_fp8="fp8_e5m2", pad_tokens=2200, name="single-pass"),
         ]
     # 1. Every block size, cycling layouts, dtypes, head sizes and GQA ratios; mixed batches.
     for i, bs in enumerate(BLOCK_SIZES):
