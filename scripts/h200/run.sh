@@ -51,16 +51,22 @@ fi
 
 if [[ $stage == all || $stage == memcheck ]]; then
     # Without torch's caching allocator every tensor is its own allocation, so an access past
-    # a tensor's end is outside any allocation and memcheck sees it.
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 86 \
-        --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced --out "$OUT" \
-        > "$OUT/memcheck-run.log" 2>&1
-    status=$?
-    tail -4 "$OUT/memcheck-run.log"
-    grep -E "ERROR SUMMARY|Invalid|Program hit" "$OUT/memcheck.txt" | sort | uniq -c | head -20
-    echo "memcheck (reduced matrix): exit $status"
-    rc=$((rc | status))
+    # a tensor's end is outside any allocation and memcheck sees it. Run with this GPU's plans
+    # and with a gfx942's (64 KiB LDS: other tiles and split counts).
+    for spec in "native:" "amd-gfx942:arch=gfx942,smem=65536,cus=304"; do
+        tag=${spec%%:*}
+        PKV_TEST_DEVICE_LIMITS=${spec#*:} PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+            compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck-$tag.txt" \
+            python3 scripts/h200/check.py --suite reduced --tag "reduced-$tag" --out "$OUT" \
+            > "$OUT/memcheck-run-$tag.log" 2>&1
+        status=$?
+        tail -4 "$OUT/memcheck-run-$tag.log"
+        grep -E "ERROR SUMMARY|Invalid|Program hit" "$OUT/memcheck-$tag.txt" | sort | uniq -c | head -20
+        echo "memcheck $tag (reduced matrix): exit $status"
+        rc=$((rc | status))
+    done
 fi
+
 if [[ $stage == profile ]]; then
     # Hardware counters for one decode call and one cache write (Nsight Compute, clocks untouched).
     timeout 300 ncu --clock-control none --kernel-name regex:'paged_attention_kernel|write_kv_kernel' \
