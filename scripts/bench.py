@@ -267,7 +267,10 @@ def run_write(tokens: int, mode: str, ceiling: float, iters: int, flush) -> Resu
         kc, vc = pagedkv.split_kv_cache(kv, h, d)
     key = torch.randn(tokens, h, d, dtype=torch.bfloat16, device=DEV)
     value = torch.randn(tokens, h, d, dtype=torch.bfloat16, device=DEV)
-    slots = torch.randperm(num_blocks * bs, device=DEV)[:tokens].to(torch.int64)
+    # As an engine writes a step's tokens: whole runs of consecutive slots inside blocks that
+    # the allocator handed out in random order (16-token sequences' worth per block).
+    blocks = torch.randperm(num_blocks, device=DEV)[: (tokens + bs - 1) // bs].to(torch.int64)
+    slots = (blocks[:, None] * bs + torch.arange(bs, device=DEV)[None, :]).reshape(-1)[:tokens].contiguous()
     kw = dict(kv_cache_dtype="fp8", k_scale=torch.tensor([0.05], device=DEV),
               v_scale=torch.tensor([0.04], device=DEV)) if fp8 else {}
     path = pagedkv.write_kv_cache(key, value, kc, vc, slots, kv_layout=layout, **kw)
