@@ -505,7 +505,10 @@ extern "C" {
  * `p - j < W`. Masked keys contribute exactly 0. Sequences with no query tokens write nothing.
  *
  * `workspace` must hold `pkv_paged_attention_workspace_size` bytes (NULL is fine when that is
- * 0); it is scratch owned by the caller, device memory for device tensors. Host tensors are
+ * 0), 16-byte aligned (every device allocator aligns to 256); it is scratch owned by the
+ * caller, device memory for device tensors. On a GPU, strides and sizes above 2^31 - 1
+ * elements per dimension return `PKV_STATUS_UNSUPPORTED_CONFIGURATION` (offsets themselves
+ * are 64-bit, so caches far above 4 GiB work). Host tensors are
  * computed before return (and `seq_lens`/`query_start_loc`/`block_table` values are checked,
  * e.g. `PKV_STATUS_BLOCK_ID_OUT_OF_RANGE`); device work is enqueued on `stream` (NULL =
  * default) without synchronising or allocating, and out-of-range table values are clamped

@@ -316,7 +316,7 @@ mod tests {
         assert!(!has_native_layout(&k, &v).unwrap());
         let g = cache_geometry(KvLayout::Split, &k, &v).unwrap();
         // Block 1, head 1, dim 9, token 3 of K: page 1 starts at 2*hidden.
-        assert_eq!(g.key.offset(1, 1, 9, 3), 2 * hidden + 256 * 544 + 1 * 544 * 8 + 3 * 8 + 1);
+        assert_eq!(g.key.offset(1, 1, 9, 3), 2 * hidden + 256 * 544 + 544 * 8 + 3 * 8 + 1);
     }
 
     #[test]

@@ -210,11 +210,7 @@ mod tests {
         for &s in Status::all() {
             let v = s as u32;
             let name = s.name();
-            let range_ok = match v {
-                0 => true,
-                100..=199 | 200..=299 | 300..=399 | 900..=999 => true,
-                _ => false,
-            };
+            let range_ok = matches!(v, 0 | 100..=199 | 200..=299 | 300..=399 | 900..=999);
             assert!(range_ok, "{name} = {v}");
         }
     }
