@@ -242,7 +242,8 @@ __global__ void PKV_LAUNCH_BOUNDS(ATT_THREADS, ATT_MIN_BLOCKS) paged_attention_k
         const int q_len = q_end - q_begin;
         const int local = qb - (q_begin / bq + s);
         const int tok0 = local * bq;
-        const int active = local >= 0 && tok0 < q_len;
+        // Sequences with one query token belong to the decode kernel (decode.hip) when it runs.
+        const int active = local >= 0 && tok0 < q_len && !(p.decode_kernel && q_len == 1);
         const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
         const int seq_len = clamp_int(p.seq_lens[s * p.seq_lens_stride], 0, max_len);
         sm.info[INFO_ACTIVE] = active;
@@ -643,7 +644,8 @@ __global__ void __launch_bounds__(REDUCE_THREADS) split_reduce_kernel(pkv_attent
         }
         const int q_begin = qsl_at(p, lo);
         const int q_end = max(q_begin, qsl_at(p, lo + 1));
-        member = t >= q_begin && t < q_end;
+        // Decode rows (one query token) are merged by the decode kernel's own reduce.
+        member = t >= q_begin && t < q_end && !(p.decode_kernel && q_end - q_begin == 1);
     }
     __syncthreads();
     if (!member) return;

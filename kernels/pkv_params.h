@@ -119,10 +119,19 @@ typedef struct {
     int32_t key_token_fastest;
     int32_t value_mode;      // PKV_V_ALONG_D or PKV_V_ALONG_TOKENS
     int32_t value_run;       // along d: 8, 4 or 1; along tokens: 8 or 1
+    // The decode kernel (kernels/decode.hip) for sequences with exactly one query token.
+    float* decode_workspace;  // its split partials: [num_seqs, num_q_heads, decode_splits, head_size]
+                              // then [.., 2] (max, sum); NULL if decode_splits == 1
+    int32_t decode_kernel;    // 1: decode.hip serves q_len == 1 sequences and this kernel skips them
+    int32_t decode_splits;    // its grid z
+    int32_t decode_heads_per_cta;  // query heads of one kv head per decode work-group
+    int32_t decode_head_groups;    // ceil(G / decode_heads_per_cta)
+    int32_t decode_mma;       // 1: its tensor-core variant (NVIDIA, f16/bf16, slots contiguous in values)
+    int32_t decode_reserved;  // keeps the struct a multiple of 8 bytes
 } pkv_attention_params;
 
 #ifdef __cplusplus
 static_assert(sizeof(pkv_cache_addr) == 24, "mirror of src/gpu/params.rs");
 static_assert(sizeof(pkv_write_params) == 56 + 56 + 48 + 16 + 48, "mirror of src/gpu/params.rs");
-static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104, "mirror of src/gpu/params.rs");
+static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 32, "mirror of src/gpu/params.rs");
 #endif

@@ -1,6 +1,14 @@
 //! Attention planning: which path, compute tile, split count, shared memory and workspace a
 //! call takes, and why. Pure and cheap (it runs on every call); every input is shape data
 //! fixed for a captured graph, never a sequence length read from the device.
+//!
+//! A GPU call runs up to two kernels: the decode kernel (`kernels/decode.hip`) for sequences
+//! with exactly one query token, and the general kernel (`kernels/attention.hip`) for every
+//! other sequence (it skips the decode rows). Both always launch (which sequences are decode
+//! rows is device data); each has its own split count and workspace region. The plan's
+//! headline numbers (`path`, `tile_size`, `num_splits`, `threads`, `shared_mem_bytes`) are the
+//! decode kernel's for a decode-shaped batch (no more tokens than sequences) and the general
+//! kernel's otherwise: the kernel that carries the batch.
 
 use crate::core::attention::AttentionProblem;
 use crate::core::dtype::{DType, Fp8Format};
@@ -75,10 +83,45 @@ pub struct Plan {
     /// Upper bound of work-groups along the query axis (graph safe: no length read).
     pub num_q_blocks: u32,
     pub shared_mem_bytes: u64,
+    /// Both kernels' split partials (general first, then decode).
     pub workspace_bytes: u64,
     /// The numbers behind the choice; turned into words only when asked (`Reason::describe`),
     /// so that a launch pays no formatting.
     pub reason: Reason,
+    /// The general kernel's launch (`kernels/attention.hip`).
+    pub general: GeneralPlan,
+    /// The decode kernel's launch (`kernels/decode.hip`), when it runs.
+    pub decode: Option<DecodePlan>,
+}
+
+/// The general kernel's launch: any query length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeneralPlan {
+    pub tile_size: u32,
+    pub block_q: u32,
+    pub num_splits: u32,
+    pub num_q_blocks: u32,
+    pub shared_mem_bytes: u64,
+    /// Its split partials, at the start of the workspace.
+    pub workspace_bytes: u64,
+}
+
+/// The decode kernel's launch: grid (num_seqs, num_kv_heads * head_groups, num_splits) of
+/// `DECODE_THREADS` threads; work-groups of sequences whose query length is not 1 exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodePlan {
+    pub num_splits: u32,
+    /// Query heads of one kv head per work-group (one read of K/V serves them all).
+    pub heads_per_cta: u32,
+    pub head_groups: u32,
+    /// Static shared memory of the kernel instance (`decode_shared_mem_bytes`).
+    pub shared_mem_bytes: u64,
+    /// Byte offset of its split partials in the workspace (after the general kernel's).
+    pub workspace_offset: u64,
+    pub workspace_bytes: u64,
+    /// The tensor-core variant (NVIDIA, f16/bf16 queries and cache, slots contiguous in the
+    /// value layout): `DECODE_MMA_HEADS` heads per work-group.
+    pub tensor_cores: bool,
 }
 
 /// Why a plan is what it is.
@@ -96,6 +139,24 @@ pub enum Reason {
         target_ctas: u64,
         cus: u32,
         table_width: i64,
+        /// Split count of the decode kernel that serves the batch's one-token sequences (0: no
+        /// decode kernel).
+        decode_splits: u32,
+    },
+    /// A decode-shaped batch: the decode kernel carries it.
+    Decode {
+        block_size: u32,
+        shared_mem: u64,
+        limit: u64,
+        ctas: u64,
+        target_ctas: u64,
+        cus: u32,
+        table_width: i64,
+        heads_per_cta: u32,
+        head_groups: u32,
+        tensor_cores: bool,
+        /// Keys per iteration of a work-group (one per thread).
+        tile: u32,
     },
 }
 
@@ -106,7 +167,40 @@ impl Reason {
                 "host tensors: CPU reference backend, one key at a time with per-token block addressing \
                  (block_size {block_size} any)"
             ),
-            Reason::Gpu { block_size: bs, tile, shared_mem, limit, ctas, target_ctas, cus, table_width } => {
+            Reason::Decode {
+                block_size: bs,
+                shared_mem,
+                limit,
+                ctas,
+                target_ctas,
+                cus,
+                table_width,
+                heads_per_cta,
+                head_groups,
+                tensor_cores,
+                tile,
+            } => {
+                let products = if tensor_cores { "tensor cores" } else { "FMA" };
+                let tile_reason = if bs > tile {
+                    format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
+                } else {
+                    format!("tile {tile} over blocks of {bs}, per-token block addressing")
+                };
+                let split_reason = if num_splits > 1 {
+                    format!(
+                        "{ctas} work-groups x {num_splits} splits fill {target_ctas} resident on {cus} CUs (from \
+                         table width {table_width} x block {bs}, not from seq_lens)"
+                    )
+                } else {
+                    format!("{ctas} work-groups for {target_ctas} resident on {cus} CUs: single pass")
+                };
+                format!(
+                    "{tile_reason}; {shared_mem} B shared memory of {limit} B on {arch}; decode kernel ({products}, \
+                     a work-group per sequence x kv head x {heads_per_cta} of its query heads, {head_groups} \
+                     group(s)); {split_reason}"
+                )
+            }
+            Reason::Gpu { block_size: bs, tile, shared_mem, limit, ctas, target_ctas, cus, table_width, decode_splits } => {
                 let tile_reason = if bs > tile {
                     format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
                 } else if tile % bs.max(1) != 0 {
@@ -127,7 +221,14 @@ impl Reason {
                 } else {
                     format!("{ctas} work-groups fill {cus} CUs: single pass")
                 };
-                format!("{tile_reason}; {shared_mem} B shared memory of {limit} B allowed on {arch}; {split_reason}")
+                let decode_reason = if decode_splits > 0 {
+                    format!("; one-token sequences take the decode kernel ({decode_splits} split(s))")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{tile_reason}; {shared_mem} B shared memory of {limit} B allowed on {arch}; {split_reason}{decode_reason}"
+                )
             }
         }
     }
@@ -152,6 +253,72 @@ pub(crate) const KERNEL_MAX_ROWS: u32 = 16;
 /// one 16-lane segment per row in the softmax step).
 pub(crate) const KERNEL_MIN_TILE: u32 = 16;
 pub(crate) const KERNEL_MAX_TILE: u32 = 64;
+
+/// Threads of one decode work-group: `DEC_THREADS` in `kernels/decode.hip` (whole waves of 32
+/// and of 64).
+pub(crate) const DECODE_THREADS: u32 = 128;
+/// Query heads one decode work-group serves (`DEC_HPC`).
+pub(crate) const DECODE_HEADS_PER_CTA: u32 = 4;
+/// Query heads one work-group of the decode kernel's tensor-core variant serves (`MMA_HEADS`:
+/// the n of its m16n8k16 products).
+pub(crate) const DECODE_MMA_HEADS: u32 = 8;
+/// Threads of the tensor-core variant's work-groups for head sizes up to 128 and above
+/// (`MMA_THREADS_SMALL` / `MMA_THREADS_LARGE`).
+pub(crate) const DECODE_MMA_THREADS_SMALL: u32 = 96;
+pub(crate) const DECODE_MMA_THREADS_LARGE: u32 = 128;
+
+/// Threads of one decode work-group of the chosen variant.
+pub fn decode_threads(head_size: u32, tensor_cores: bool) -> u32 {
+    match (tensor_cores, head_size <= 128) {
+        (true, true) => DECODE_MMA_THREADS_SMALL,
+        (true, false) => DECODE_MMA_THREADS_LARGE,
+        _ => DECODE_THREADS,
+    }
+}
+
+/// Decode work-groups resident per compute unit. NVIDIA: the register caps of the kernels'
+/// launch bounds (`DEC_MIN_BLOCKS_*`, `MMA_MIN_BLOCKS_*` in kernels/decode.hip); elsewhere the
+/// tuning table's estimate.
+fn decode_resident_per_cu(limits: &DeviceLimits, tuning: &Tuning, head_size: u32, tensor_cores: bool) -> u32 {
+    if !limits.arch.starts_with("sm_") {
+        return tuning.decode_ctas_per_cu.max(1);
+    }
+    match (tensor_cores, head_size <= 128) {
+        (true, true) => 4,
+        (true, false) => 2,
+        (false, true) => 4,
+        (false, false) => 3,
+    }
+}
+/// A decode split walks at least this many keys of the longest possible context, so that a
+/// split's fixed costs (setup, merge, reduce) stay small against its streaming.
+pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
+
+/// Static shared memory of the decode kernel instance serving `head_size` on waves of
+/// `wave_size`. Mirrors the `__shared__` arrays of `paged_decode_kernel` and (`tensor_cores`)
+/// `paged_decode_mma_kernel` in `kernels/decode.hip` (instances for head sizes up to 128 and
+/// up to 256): change both together.
+pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: bool) -> u64 {
+    let max_d: u64 = if head_size <= 128 { 128 } else { 256 };
+    if tensor_cores {
+        // Warps of 32; 32-key wave tiles.
+        let waves = (decode_threads(head_size, true) / 32) as u64;
+        let (tile, heads) = (32u64, DECODE_MMA_HEADS as u64);
+        let queries = heads * (max_d + 8) * 2; // s_q: 16-bit queries, rows padded by 16 bytes
+        let offsets = 2 * waves * tile * 8; // s_kofs, s_vofs: i64 per slot
+        let probs = 2 * waves * heads * tile * 2; // s_pb: 16-bit probabilities, hi and lo parts
+        let partials = waves * heads * max_d * 4; // s_acc
+        let stats = waves * heads * 2 * 4; // s_ml
+        return queries + offsets + probs + partials + stats;
+    }
+    let (waves, wave, hpc) = ((DECODE_THREADS / wave_size.max(1)) as u64, wave_size as u64, DECODE_HEADS_PER_CTA as u64);
+    let queries = hpc * max_d * 4; // s_q: f32 queries
+    let probs = waves * hpc * wave * 4; // s_p: one wave tile's probabilities per wave
+    let value_offsets = waves * wave * 8; // s_vofs: i64 per slot of the wave tile
+    let partials = waves * hpc * max_d * 4; // s_acc: per-wave accumulators for the merge
+    let stats = waves * hpc * 2 * 4; // s_ml: per-wave (max, sum)
+    queries + probs + value_offsets + partials + stats
+}
 
 /// How the query heads of one kv head are spread over work-groups: `(heads_per_cta,
 /// head_groups)`. All of them share one K/V staging while the GQA ratio fits the row budget;
@@ -194,6 +361,15 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
             shared_mem_bytes: 0,
             workspace_bytes: 0,
             reason: Reason::Cpu { block_size: p.geometry.block_size },
+            general: GeneralPlan {
+                tile_size: 1,
+                block_q: 1,
+                num_splits: 1,
+                num_q_blocks: p.num_seqs.max(0) as u32,
+                shared_mem_bytes: 0,
+                workspace_bytes: 0,
+            },
+            decode: None,
         }),
         Target::Gpu(limits) => plan_gpu(p, limits, tuning_for(&limits.arch)),
     }
@@ -233,19 +409,103 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     let target_ctas = limits.multiprocessor_count as u64 * tuning.target_ctas_per_cu as u64;
     let max_tiles = ((p.max_context_bound() as u64).div_ceil(tile as u64)).max(1);
     let wanted = target_ctas.div_ceil(ctas.max(1));
-    let num_splits = wanted.min(tuning.max_splits as u64).min(max_tiles).max(1) as u32;
-    let workspace_bytes = if num_splits > 1 {
+    let decode = decode_kernel_shape(p, limits);
+    // A decode-shaped batch (no more tokens than sequences) is carried by the decode kernel:
+    // the general kernel then only meets the rare longer sequence of such a batch, in a single
+    // pass, so that its grid stays small (its work-groups of decode rows exit at once).
+    let decode_shaped = p.num_tokens <= p.num_seqs && decode.is_some();
+    let mut num_splits = wanted.min(tuning.max_splits as u64).min(max_tiles).max(1) as u32;
+    if decode_shaped {
+        num_splits = 1;
+    }
+    let general_workspace = if num_splits > 1 {
         p.num_tokens as u64 * p.num_q_heads as u64 * num_splits as u64 * split_partial_bytes(p.head_size)
     } else {
         0
     };
+    let general = GeneralPlan {
+        tile_size: tile,
+        block_q,
+        num_splits,
+        num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
+        shared_mem_bytes: smem,
+        workspace_bytes: general_workspace,
+    };
+
+    let decode_slots = decode.map_or(0, |(_, _, _, tensor_cores)| {
+        limits.multiprocessor_count as u64 * decode_resident_per_cu(limits, tuning, d, tensor_cores) as u64
+    });
+    let decode = decode.map(|(heads_per_cta, head_groups, shared_mem_bytes, tensor_cores)| {
+        let base = p.num_seqs as u64 * p.num_kv_heads as u64 * head_groups as u64;
+        // Every split of every (sequence, kv head, head group) streams about the same bytes, so
+        // work-groups finish in waves: the split count keeps the grid within one wave of
+        // resident work-groups (as many splits as fit), or leaves it at one split when the
+        // batch alone is more than a wave. Shape-only, and never growing with the batch. Each
+        // split walks a useful stretch of the longest context.
+        let wanted = if base <= decode_slots { decode_slots / base.max(1) } else { 1 }.max(1);
+        let by_length = (p.max_context_bound() as u64).div_ceil(DECODE_MIN_KEYS_PER_SPLIT).max(1);
+        let mut splits = wanted.min(tuning.max_splits as u64).min(by_length).max(1) as u32;
+        if !decode_shaped {
+            // Decode rows of a prefill-carried batch: no more splits than the general kernel.
+            splits = splits.min(num_splits);
+        }
+        let workspace_offset = general_workspace.next_multiple_of(DECODE_WORKSPACE_ALIGN);
+        let workspace_bytes = if splits > 1 {
+            p.num_seqs as u64 * p.num_q_heads as u64 * splits as u64 * split_partial_bytes(p.head_size)
+        } else {
+            0
+        };
+        DecodePlan {
+            num_splits: splits,
+            heads_per_cta,
+            head_groups,
+            shared_mem_bytes,
+            workspace_offset,
+            workspace_bytes,
+            tensor_cores,
+        }
+    });
+    let workspace_bytes = match decode {
+        Some(d) if d.workspace_bytes > 0 => d.workspace_offset + d.workspace_bytes,
+        _ => general_workspace,
+    };
+    if decode_shaped {
+        let d = decode.expect("decode-shaped implies a decode plan");
+        let d_size = p.head_size as u32;
+        return Ok(Plan {
+            path: if d.num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
+            // Keys one work-group walks per iteration: one per thread (each wave its own tile).
+            tile_size: decode_threads(d_size, d.tensor_cores),
+            block_q: 1,
+            num_splits: d.num_splits,
+            threads: decode_threads(d_size, d.tensor_cores),
+            num_q_blocks: p.num_seqs.clamp(1, u32::MAX as i64) as u32,
+            shared_mem_bytes: d.shared_mem_bytes,
+            workspace_bytes,
+            reason: Reason::Decode {
+                block_size: bs,
+                shared_mem: d.shared_mem_bytes,
+                limit: limits.shared_mem_per_block,
+                ctas: p.num_seqs as u64 * p.num_kv_heads as u64 * d.head_groups as u64,
+                target_ctas: decode_slots,
+                cus: limits.multiprocessor_count,
+                table_width: p.max_blocks_per_seq,
+                heads_per_cta: d.heads_per_cta,
+                head_groups: d.head_groups,
+                tensor_cores: d.tensor_cores,
+                tile: decode_threads(d_size, d.tensor_cores),
+            },
+            general,
+            decode,
+        });
+    }
     Ok(Plan {
         path: if num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
         tile_size: tile,
         block_q,
         num_splits,
         threads: KERNEL_THREADS,
-        num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
+        num_q_blocks: general.num_q_blocks,
         shared_mem_bytes: smem,
         workspace_bytes,
         reason: Reason::Gpu {
@@ -257,6 +517,44 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             target_ctas,
             cus: limits.multiprocessor_count,
             table_width: p.max_blocks_per_seq,
+            decode_splits: decode.map_or(0, |d| d.num_splits),
         },
+        general,
+        decode,
     })
+}
+
+/// Byte alignment of the decode kernel's partials inside the workspace (16-byte vector stores).
+const DECODE_WORKSPACE_ALIGN: u64 = 256;
+
+/// Whether the decode kernel can run on this device, and its shape: `(heads_per_cta,
+/// head_groups, shared_mem_bytes)`. Its shared memory is static, so it must fit the limit a
+/// work-group gets without opting in; its work-groups must be whole waves.
+fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u32, u32, u64, bool)> {
+    let wave = limits.wave_size;
+    if wave == 0 || DECODE_THREADS % wave != 0 {
+        return None;
+    }
+    // Tensor cores: NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16), queries and
+    // cache in the same 16-bit dtype, slots adjacent in the value layout (8 slots of one dim
+    // are one operand row segment).
+    let sm = limits.arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
+    let tensor_cores = sm.is_some_and(|v| v >= 80)
+        && wave == 32
+        && matches!(p.query.dtype, DType::F16 | DType::BF16)
+        && p.kv_quant.is_none()
+        && p.geometry.value.tok == 1;
+    let smem = decode_shared_mem_bytes(p.head_size as u32, wave, tensor_cores);
+    if smem > limits.shared_mem_per_block {
+        return None;
+    }
+    let g = (p.gqa_ratio() as u32).max(1);
+    let heads_per_cta = g.min(if tensor_cores { DECODE_MMA_HEADS } else { DECODE_HEADS_PER_CTA });
+    let head_groups = g.div_ceil(heads_per_cta);
+    // Grid y = num_kv_heads * head_groups (and the reduce's num_q_heads) must stay within the
+    // launch limit.
+    if p.num_kv_heads as u64 * head_groups as u64 > 65_535 || p.num_q_heads > 65_535 {
+        return None;
+    }
+    Some((heads_per_cta, head_groups, smem, tensor_cores))
 }

@@ -19,6 +19,9 @@ pub struct Tuning {
     pub target_ctas_per_cu: u32,
     /// Upper bound on KV splits (also bounds the workspace).
     pub max_splits: u32,
+    /// Work-groups per compute unit the decode kernel's split heuristic aims for (its
+    /// work-groups are 128 threads; on Hopper four are resident per SM under its register cap).
+    pub decode_ctas_per_cu: u32,
     /// Keep dynamic shared memory at or under this many bytes when possible (occupancy);
     /// the device's own limit is always the hard ceiling.
     pub preferred_shared_mem: u32,
@@ -35,6 +38,7 @@ pub const TUNING_TABLE: &[Tuning] = &[
         attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 64,
+        decode_ctas_per_cu: 4,
         preferred_shared_mem: 64 * 1024,
     },
     // MI200: 64 KiB LDS, 64-wide waves.
@@ -46,6 +50,7 @@ pub const TUNING_TABLE: &[Tuning] = &[
         attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 64,
+        decode_ctas_per_cu: 4,
         preferred_shared_mem: 64 * 1024,
     },
     // RDNA3: 64 KiB LDS, 32-wide waves.
@@ -57,6 +62,7 @@ pub const TUNING_TABLE: &[Tuning] = &[
         attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 32,
+        decode_ctas_per_cu: 4,
         preferred_shared_mem: 64 * 1024,
     },
     // Hopper: 227 KiB of opt-in shared memory per block, 132 SMs (H200). Two work-groups per SM
@@ -69,6 +75,7 @@ pub const TUNING_TABLE: &[Tuning] = &[
         attention_threads: 256,
         target_ctas_per_cu: 4,
         max_splits: 64,
+        decode_ctas_per_cu: 4,
         preferred_shared_mem: 96 * 1024,
     },
     // Anything else: conservative.
@@ -80,6 +87,7 @@ pub const TUNING_TABLE: &[Tuning] = &[
         attention_threads: 256,
         target_ctas_per_cu: 2,
         max_splits: 32,
+        decode_ctas_per_cu: 4,
         preferred_shared_mem: 48 * 1024,
     },
 ];
@@ -103,7 +111,7 @@ mod tests {
                 t.max_tile <= crate::core::plan::KERNEL_MAX_TILE && t.min_tile >= crate::core::plan::KERNEL_MIN_TILE
             );
             assert!(t.rows_per_cta <= crate::core::plan::KERNEL_MAX_ROWS);
-            assert!(t.max_splits >= 1 && t.rows_per_cta >= 1);
+            assert!(t.max_splits >= 1 && t.rows_per_cta >= 1 && t.decode_ctas_per_cu >= 1);
         }
         assert_eq!(tuning_for("gfx942").arch_prefix, "gfx94");
         assert_eq!(tuning_for("gfx1100").arch_prefix, "gfx11");

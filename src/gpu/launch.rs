@@ -11,7 +11,7 @@ use super::params::{AttentionParams, WriteParams, attention_params, write_params
 use super::runtime;
 use crate::core::attention::AttentionProblem;
 use crate::core::dtype::Device;
-use crate::core::plan::{DeviceLimits, KERNEL_THREADS, Plan};
+use crate::core::plan::{DeviceLimits, KERNEL_THREADS, Plan, decode_threads};
 use crate::core::status::{Error, Result, Status};
 use crate::core::write::WriteProblem;
 
@@ -20,6 +20,9 @@ unsafe extern "C" {
     fn pkv_kernel_write_kv_cache(params: *const WriteParams, stream: *mut c_void) -> c_int;
     /// kernels/attention.hip: enqueues attention (and the split reduce); returns the code.
     fn pkv_kernel_paged_attention(params: *const AttentionParams, stream: *mut c_void) -> c_int;
+    /// kernels/decode.hip: enqueues the decode kernel for one-token sequences (and its split
+    /// reduce) when `decode_kernel` is set; returns the code.
+    fn pkv_kernel_paged_decode(params: *const AttentionParams, stream: *mut c_void) -> c_int;
 }
 
 fn check_device(device: Device) -> Result<()> {
@@ -118,13 +121,19 @@ pub fn paged_attention(
     stream: usize,
 ) -> Result<()> {
     check_device(p.device)?;
-    if plan.threads != KERNEL_THREADS {
+    let decode_threads = plan.decode.map(|d| decode_threads(p.head_size as u32, d.tensor_cores));
+    if plan.threads != KERNEL_THREADS && Some(plan.threads) != decode_threads {
         return Err(Error::new(
             Status::Internal,
-            format!("plan asks for {} threads, the attention kernel is compiled for {KERNEL_THREADS}", plan.threads),
+            format!(
+                "plan asks for {} threads, the attention kernels are compiled for {KERNEL_THREADS} (general) and \
+                 {decode_threads:?} (decode)",
+                plan.threads
+            ),
         ));
     }
-    if plan.num_splits > 1 {
+    let decode_splits = plan.decode.map_or(1, |d| d.num_splits);
+    if plan.general.num_splits > 1 || decode_splits > 1 {
         // ops checked size and presence; the kernels store partials as 16-byte vectors.
         debug_assert!(workspace_bytes >= plan.workspace_bytes);
         if workspace % 16 != 0 {
@@ -144,6 +153,14 @@ pub fn paged_attention(
     // SAFETY: `params` describes device memory validated by core; the kernel clamps the values
     // it reads from the device (lengths, offsets, block ids) so that it stays inside the
     // validated extents, and uses the caller's workspace of `workspace_bytes` >= the plan's.
+    // The decode kernel first: it carries decode-shaped batches; the general kernel then only
+    // serves (and otherwise quickly skips) the sequences with other query lengths. Both write
+    // disjoint output rows.
+    let code = unsafe { pkv_kernel_paged_decode(&params, stream as *mut c_void) };
+    if code != 0 {
+        return Err(launch_error(code, "launching paged attention (decode kernel)"));
+    }
+    // SAFETY: as above.
     let code = unsafe { pkv_kernel_paged_attention(&params, stream as *mut c_void) };
     if code != 0 {
         return Err(launch_error(code, "launching paged attention"));

@@ -126,12 +126,19 @@ pub(crate) struct AttentionParams {
     pub(crate) key_token_fastest: i32,
     pub(crate) value_mode: i32,
     pub(crate) value_run: i32,
+    pub(crate) decode_workspace: usize,
+    pub(crate) decode_kernel: i32,
+    pub(crate) decode_splits: i32,
+    pub(crate) decode_heads_per_cta: i32,
+    pub(crate) decode_head_groups: i32,
+    pub(crate) decode_mma: i32,
+    pub(crate) decode_reserved: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
 const _: () = assert!(size_of::<CacheAddr>() == 24);
 const _: () = assert!(size_of::<WriteParams>() == 56 + 56 + 48 + 16 + 48);
-const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104);
+const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 32);
 
 fn unsupported(msg: String) -> Error {
     Error::new(Status::UnsupportedConfiguration, msg)
@@ -283,6 +290,12 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         (V_ALONG_D, run_along_d(&va, g.value_addr, es))
     };
     let opt_stride = |t: &Option<TensorDesc>| t.as_ref().map_or(0, |t| t.strides[0]);
+    let general = &plan.general;
+    let decode = plan.decode.as_ref();
+    let decode_workspace = match decode {
+        Some(d) if d.num_splits > 1 => workspace + d.workspace_offset as usize,
+        _ => 0,
+    };
     Ok(AttentionParams {
         query: p.query.addr,
         output: p.output.addr,
@@ -296,7 +309,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         output_scale: p.output_scale.unwrap_or(0),
         alibi_slopes: p.alibi_slopes.map_or(0, |t| t.addr),
         sinks: p.sinks.map_or(0, |t| t.addr),
-        workspace: if plan.num_splits > 1 { workspace } else { 0 },
+        workspace: if general.num_splits > 1 { workspace } else { 0 },
         query_strides: [p.query.strides[0], p.query.strides[1], p.query.strides[2]],
         output_strides: [p.output.strides[0], p.output.strides[1], p.output.strides[2]],
         block_table_strides: [p.block_table.strides[0], p.block_table.strides[1]],
@@ -322,19 +335,26 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         causal: p.causal as i32,
         sm_scale: p.sm_scale,
         logits_soft_cap: p.logits_soft_cap,
-        tile: plan.tile_size as i32,
-        block_q: plan.block_q as i32,
+        tile: general.tile_size as i32,
+        block_q: general.block_q as i32,
         heads_per_cta: heads_per_cta as i32,
         head_groups: head_groups as i32,
-        num_q_blocks: fits_i32(plan.num_q_blocks as i64, "q-blocks in the grid")?,
-        num_splits: plan.num_splits as i32,
-        shared_mem_bytes: fits_i32(plan.shared_mem_bytes as i64, "shared memory bytes")?,
+        num_q_blocks: fits_i32(general.num_q_blocks as i64, "q-blocks in the grid")?,
+        num_splits: general.num_splits as i32,
+        shared_mem_bytes: fits_i32(general.shared_mem_bytes as i64, "shared memory bytes")?,
         query_contig: rows_contiguous(&p.query) as i32,
         output_contig: rows_contiguous(&p.output) as i32,
         key_run: run_along_d(&ka, g.key_addr, es),
         key_token_fastest: token_fastest(&ka, es),
         value_mode,
         value_run,
+        decode_workspace,
+        decode_kernel: decode.is_some() as i32,
+        decode_splits: decode.map_or(1, |d| d.num_splits as i32),
+        decode_heads_per_cta: decode.map_or(1, |d| d.heads_per_cta as i32),
+        decode_head_groups: decode.map_or(1, |d| d.head_groups as i32),
+        decode_mma: decode.is_some_and(|d| d.tensor_cores) as i32,
+        decode_reserved: 0,
     })
 }
 

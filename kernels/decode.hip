@@ -1,0 +1,1151 @@
+// Paged attention for decode rows: sequences whose query length is exactly 1. Semantics: the
+// CPU reference backend (src/cpu/attention.rs); the general kernel (attention.hip) serves every
+// other sequence and skips these when `decode_kernel` is set.
+//
+// Why a second kernel: a decode row reads each cached key and value once and does ~G FLOPs per
+// element (G = query heads per kv head), so its time is bytes over HBM bandwidth. The general
+// kernel stages K/V tiles as f32 in shared memory for its many-row tiles; for one row that
+// staging, not HBM, is the bottleneck. Here K/V go straight from global memory to registers.
+//
+// Grid: x = sequence, y = kv head x head group, z = KV split (all from shapes: graph safe).
+// A work-group serves up to DEC_HPC query heads of one kv head (one read of K/V for all).
+// Each wave walks its own wave tiles (WAVE consecutive key positions, absolute, so any block
+// size works: every key computes its block and offset) with its own online-softmax state and
+// accumulators; no barrier in the key loop. Waves merge once at the end through shared
+// memory, then write the output row (one split) or this split's partial, merged by
+// decode_reduce_kernel.
+//
+// Per wave tile:
+//  - scores: lane <-> key. The lane reads its key's head_size elements with 16-byte loads
+//    (consecutive lanes = consecutive slots: contiguous x-chunks in the split key layout) and
+//    dots them with the f32 queries in shared memory (broadcast reads).
+//  - online softmax per head with wave shuffles; probabilities -> shared (per wave).
+//  - P.V: split value layout ([.., head_size, block_size]): a 16-byte load is 8 consecutive
+//    slots of one dim; lane <-> (8-slot group parity, dim), so one load instruction covers 16
+//    slots x WAVE/2 dims, whole 32-byte sectors. NHD-like layouts: lane <-> (slot, 8-dim chunk).
+// Only positions in [lo, seq_len) are read: unwritten (NaN-poisoned) slots and block-table
+// columns past a sequence's last block are never touched.
+
+#include "pkv_common.h"
+
+#if defined(PKV_CUDA)
+#include <cuda_fp8.h>
+#endif
+
+namespace pkv {
+namespace {
+
+constexpr int DEC_THREADS = 128;     // per work-group: 4 waves of 32 or 2 of 64
+// NVIDIA: resident work-groups per SM (a register cap): four (<= 128 registers) for head sizes
+// up to 128; three for the larger accumulator set of head sizes up to 256.
+constexpr int DEC_MIN_BLOCKS_SMALL = 4;
+constexpr int DEC_MIN_BLOCKS_LARGE = 3;
+constexpr int DEC_HPC = 4;           // query heads per work-group (src/core/plan.rs DECODE_HEADS_PER_CTA)
+constexpr int CHUNK = 8;             // elements per 16-byte (8-byte for fp8) load
+// Bytes of cache loads in flight per lane (memory-level parallelism, against registers).
+constexpr int K_BYTES_IN_FLIGHT = 128;
+constexpr int V_BYTES_IN_FLIGHT = 128;
+constexpr int V_GROUP_LANES = 2;     // lanes splitting one dim's 8-slot groups (16 slots = 32 bytes)
+constexpr int REDUCE_THREADS = 64;  // one thread per 8-dim chunk of one head (head_size <= 256: 32)
+
+static_assert(DEC_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
+static_assert(PKV_WAVE_SIZE % (CHUNK * V_GROUP_LANES) == 0, "a wave tile is whole slot-group pairs");
+static_assert(REDUCE_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
+
+#define NEG_INF __uint_as_float(0xff800000u)
+
+// AMD: moves a work-group-uniform value into a vector register. The compiler keeps uniform
+// values in scalar registers, and the key loop of the FMA kernel holds more of them than the
+// scalar file has (they would spill); per-lane copies cost vector registers it has to spare.
+#if defined(PKV_HIP)
+#define PKV_PER_LANE(x) asm volatile("" : "+v"(x))
+#else
+#define PKV_PER_LANE(x) ((void)0)
+#endif
+
+// Orders shared-memory writes of one wave before other lanes of the same wave read them.
+PKV_DEVICE void wave_sync() {
+#if defined(PKV_HIP)
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+    __builtin_amdgcn_wave_barrier();
+    __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+#else
+    __syncwarp();
+#endif
+}
+
+PKV_DEVICE int clamp_int(int64_t v, int64_t lo, int64_t hi) {
+    return static_cast<int>(v < lo ? lo : (v > hi ? hi : v));
+}
+
+// query_start_loc[i], clamped into [0, num_tokens] (device values are not validated).
+PKV_DEVICE int qsl_at(const pkv_attention_params& p, int i) {
+    return clamp_int(p.query_start_loc[static_cast<int64_t>(i) * p.query_start_loc_stride], 0, p.num_tokens);
+}
+
+// Offset of dim d inside one token of one head (x is a power of two).
+PKV_DEVICE int64_t dim_offset(const pkv_cache_addr& a, int d) {
+    return static_cast<int64_t>(d >> a.x_shift) * a.dhi + static_cast<int64_t>(d & ((1 << a.x_shift) - 1)) * a.dlo;
+}
+
+// Dims d0..d0+7 of one cached token whose layout keeps `run` elements contiguous.
+template <typename Raw>
+PKV_DEVICE Raw8<Raw> load8_run(const Raw* base, const pkv_cache_addr& a, int d0, int run) {
+    Raw8<Raw> r;
+    if (run == 8) {
+        r.load_all(base + dim_offset(a, d0));
+    } else if (run == 4) {
+        r.load_half(0, base + dim_offset(a, d0));
+        r.load_half(1, base + dim_offset(a, d0 + 4));
+    } else {
+        r.clear();
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) r.set(i, base[dim_offset(a, d0 + i)]);
+    }
+    return r;
+}
+
+// fp8 decode without a table (a table lookup per element would make fp8 bound by shared-memory
+// bank conflicts): fp8 -> f16 bits, exact, then the hardware f16 -> f32 conversion. The values
+// come out divided by fp8_unscale(format), a power of two folded into the k/v scale multipliers.
+// NVIDIA sm_89+ converts OCP e4m3/e5m2 pairs in hardware (exact, NaN kept); elsewhere e4m3
+// codes are re-biased with bit operations (the f16 pattern of an e4m3 code is the value times
+// 2^-8 (fn) or 2^-7 (fnuz), subnormals included) and e5m2 codes are the top byte of an f16.
+PKV_DEVICE float fp8_unscale(int format) {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    return format == PKV_FP8_E4M3FNUZ ? 128.0f : 1.0f;
+#else
+    return format == PKV_FP8_E4M3FN ? 256.0f : (format == PKV_FP8_E4M3FNUZ ? 128.0f : 1.0f);
+#endif
+}
+
+// The portable decode, branch-free over the format: f16 bits = sign << 8 | magnitude << shift
+// (shift 8 for e5m2: the code is the top byte of an f16; 7 for e4m3: re-biased), NaN where
+// (code & nan_mask) == nan_code (e5m2 NaNs are f16 NaNs already: a mask that never matches).
+struct Fp8Decode {
+    uint32_t shift, nan_mask, nan_code;
+};
+
+PKV_DEVICE Fp8Decode fp8_decode_params(int format) {
+    Fp8Decode d;
+    d.shift = format == PKV_FP8_E5M2 ? 8u : 7u;
+    d.nan_mask = format == PKV_FP8_E5M2 ? 0u : (format == PKV_FP8_E4M3FNUZ ? 0xffu : 0x7fu);
+    d.nan_code = format == PKV_FP8_E5M2 ? 1u : (format == PKV_FP8_E4M3FNUZ ? 0x80u : 0x7fu);
+    return d;
+}
+
+PKV_DEVICE float fp8_code_scaled(const Fp8Decode& d, uint32_t c) {
+    const float v = pkv_f16_bits_to_f32(static_cast<uint16_t>(((c & 0x80u) << 8) | ((c & 0x7fu) << d.shift)));
+    return (c & d.nan_mask) == d.nan_code ? __uint_as_float(0x7fc00000u) : v;
+}
+
+// 8 cache elements -> f32 (fp8: divided by fp8_unscale(format), scale not applied).
+template <int kCache>
+struct Deq8 {
+    static PKV_DEVICE void run(const Raw8<typename Elem<kCache>::raw>& r, int, float* f) {
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) f[i] = Elem<kCache>::to_f32(r.get(i));
+    }
+};
+template <>
+struct Deq8<PKV_DT_U8> {
+    static PKV_DEVICE void run(const Raw8<uint8_t>& r, int format, float* f) {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+        if (format != PKV_FP8_E4M3FNUZ) {
+            const __nv_fp8_interpretation_t kind = format == PKV_FP8_E5M2 ? __NV_E5M2 : __NV_E4M3;
+#pragma unroll
+            for (int i = 0; i < CHUNK; i += 2) {
+                const uint32_t w = r.w[i / 4] >> (8 * (i % 4));
+                const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), kind);
+                f[i] = pkv_f16_bits_to_f32(h.x);
+                f[i + 1] = pkv_f16_bits_to_f32(h.y);
+            }
+            return;
+        }
+#endif
+        Fp8Decode d = fp8_decode_params(format);
+#if defined(PKV_HIP)
+        // Per-lane values: as uniform values they would hold scalar registers across the key loop.
+        asm volatile("" : "+v"(d.shift), "+v"(d.nan_mask), "+v"(d.nan_code));
+#endif
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) f[i] = fp8_code_scaled(d, r.get(i));
+    }
+};
+
+// Writes 8 output elements (final f32 values) as the output dtype.
+template <int kOut>
+PKV_DEVICE void store_out8(void* out, int64_t off, int64_t step, bool contig, const float* v, int out_fp8,
+                           float out_inv_scale) {
+    if (out_fp8 != PKV_FP8_NONE) {
+        Raw8<uint8_t> r;
+        r.clear();
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) r.set(i, fp8_encode(out_fp8, v[i] * out_inv_scale));
+        uint8_t* o = static_cast<uint8_t*>(out) + off;
+        if (contig) {
+            r.store_all(o);
+        } else {
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
+        }
+        return;
+    }
+    typedef typename Elem<kOut>::raw Raw;
+    Raw8<Raw> r;
+    r.clear();
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) r.set(i, Elem<kOut>::from_f32(v[i]));
+    Raw* o = static_cast<Raw*>(out) + off;
+    if (contig) {
+        r.store_all(o);
+    } else {
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
+    }
+}
+
+// acc[u][h] += sum_i prob[h][i] * v_u[i] for the first n units u (8 slots of one dim each) and
+// the first hpc heads. Heads go in pairs: a pair's 16 probabilities stay in registers while
+// each unit is converted once per pair (all heads' probabilities at once would cost the
+// registers that keep loads in flight).
+template <int kCache, int kUnits>
+PKV_DEVICE void pv_units(float (*acc)[DEC_HPC], const float* prob, int head_stride,
+                         const Raw8<typename Elem<kCache>::raw>* v, int n, int fmt, int hpc) {
+#pragma unroll
+    for (int hp = 0; hp < DEC_HPC; hp += 2) {
+        if (hp < hpc) {
+            float pa[CHUNK], pb[CHUNK];
+            const float4 a0 = *reinterpret_cast<const float4*>(prob + hp * head_stride);
+            const float4 a1 = *reinterpret_cast<const float4*>(prob + hp * head_stride + 4);
+            pa[0] = a0.x, pa[1] = a0.y, pa[2] = a0.z, pa[3] = a0.w, pa[4] = a1.x, pa[5] = a1.y, pa[6] = a1.z, pa[7] = a1.w;
+            const bool second = hp + 1 < hpc;
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) pb[i] = 0.0f;
+            if (second) {
+                const float4 b0 = *reinterpret_cast<const float4*>(prob + (hp + 1) * head_stride);
+                const float4 b1 = *reinterpret_cast<const float4*>(prob + (hp + 1) * head_stride + 4);
+                pb[0] = b0.x, pb[1] = b0.y, pb[2] = b0.z, pb[3] = b0.w, pb[4] = b1.x, pb[5] = b1.y, pb[6] = b1.z, pb[7] = b1.w;
+            }
+#pragma unroll
+            for (int u = 0; u < kUnits; ++u) {
+                if (u < n) {
+                    float f[CHUNK];
+                    Deq8<kCache>::run(v[u], fmt, f);
+                    float x = acc[u][hp], y = acc[u][hp + 1];
+#pragma unroll
+                    for (int i = 0; i < CHUNK; ++i) {
+                        x += pa[i] * f[i];
+                        y += pb[i] * f[i];
+                    }
+                    acc[u][hp] = x;
+                    acc[u][hp + 1] = y;
+                }
+            }
+        }
+    }
+}
+
+PKV_DEVICE float wave_max(float v) {
+#pragma unroll
+    for (int o = PKV_WAVE_SIZE / 2; o > 0; o /= 2) v = fmaxf(v, pkv_shfl_xor(v, o, PKV_WAVE_SIZE));
+    return v;
+}
+
+PKV_DEVICE float wave_sum(float v) {
+#pragma unroll
+    for (int o = PKV_WAVE_SIZE / 2; o > 0; o /= 2) v += pkv_shfl_xor(v, o, PKV_WAVE_SIZE);
+    return v;
+}
+
+// Merges the waves' partial results (shared memory, after a barrier) of `hpc` heads and writes
+// the output row (one split) or this split's partial: [seq, head, split, D] then [.., 2]
+// (max, sum), the partial relative to its own max.
+template <int kQuery, int kWaves, int kHeads, int kMaxD>
+PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[kHeads][kMaxD],
+                            const float (*s_ml)[kHeads][2], int hpc, int seq, int split, int q_begin, int qh0,
+                            float vmul) {
+    const int D = p.head_size;
+    const int nch = D / CHUNK;
+    const int S = p.decode_splits;
+    const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
+    for (int u = threadIdx.x; u < hpc * nch; u += blockDim.x) {
+        const int h = u / nch, c = u - (u / nch) * nch;
+        float M = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) M = fmaxf(M, s_ml[w][h][0]);
+        float num[CHUNK], den = 0.0f;
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWaves; ++w) {
+            const float mw = s_ml[w][h][0];
+            if (mw == NEG_INF) continue;  // a wave that saw nothing
+            const float e = expf(mw - M);
+            den += e * s_ml[w][h][1];
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) num[i] += e * s_acc[w][h][c * CHUNK + i];
+        }
+        const int qh = qh0 + h;
+        if (S == 1) {
+            float v[CHUNK];
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) v[i] = den > 0.0f ? num[i] * vmul / den : 0.0f;
+            const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] +
+                                static_cast<int64_t>(qh) * p.output_strides[1] +
+                                static_cast<int64_t>(c) * CHUNK * p.output_strides[2];
+            store_out8<kQuery>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
+        } else {
+            const int64_t slot = (static_cast<int64_t>(seq) * p.num_q_heads + qh) * S + split;
+            float4* dst = reinterpret_cast<float4*>(p.decode_workspace + slot * D + c * CHUNK);
+            dst[0] = make_float4(num[0] * vmul, num[1] * vmul, num[2] * vmul, num[3] * vmul);
+            dst[1] = make_float4(num[4] * vmul, num[5] * vmul, num[6] * vmul, num[7] * vmul);
+            if (c == 0) {
+                float* ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D + slot * 2;
+                ml[0] = M;
+                ml[1] = den;
+            }
+        }
+    }
+}
+
+// kMaxD: 128 or 256, the largest head_size this instance serves (sizes shared memory and the
+// per-lane accumulators; src/core/plan.rs decode_shared_mem_bytes mirrors the shared arrays).
+// kVTok: the value layout keeps slots contiguous (PKV_V_ALONG_TOKENS), chosen on the host so
+// that each instance holds the registers of one P.V scheme only.
+template <int kQuery, int kCache, int kMaxD, bool kVTok>
+__global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMALL : DEC_MIN_BLOCKS_LARGE)
+    paged_decode_kernel(pkv_attention_params p_arg) {
+    typedef typename Elem<kCache>::raw CRaw;
+    typedef typename Elem<kQuery>::raw QRaw;
+#if defined(PKV_HIP)
+    // AMD keeps kernel arguments in scalar registers wherever they are used; across the key
+    // loop they would spill. Read from LDS they become per-use broadcast loads instead.
+    __shared__ pkv_attention_params p_copy;
+    static_assert(sizeof(pkv_attention_params) / sizeof(uint32_t) <= DEC_THREADS, "one word per thread");
+    if (threadIdx.x < sizeof(pkv_attention_params) / sizeof(uint32_t))
+        reinterpret_cast<uint32_t*>(&p_copy)[threadIdx.x] = reinterpret_cast<const uint32_t*>(&p_arg)[threadIdx.x];
+    __syncthreads();
+    const pkv_attention_params& p = p_copy;
+#else
+    // NVIDIA reads kernel arguments straight from the constant bank.
+    const pkv_attention_params& p = p_arg;
+#endif
+    // Loads of 8 elements (8 to 32 bytes) in flight per lane.
+    const int K_LOADS = K_BYTES_IN_FLIGHT / (CHUNK * static_cast<int>(sizeof(CRaw)));
+    const int V_LOADS = V_BYTES_IN_FLIGHT / (CHUNK * static_cast<int>(sizeof(CRaw)));
+    const int WAVE = PKV_WAVE_SIZE;
+    const int NW = DEC_THREADS / WAVE;
+    // Along-tokens P.V: dims covered by one load instruction, 8-slot groups per lane.
+    const int DS = WAVE / V_GROUP_LANES;
+    const int GPL = WAVE / CHUNK / V_GROUP_LANES;
+    // Accumulator dims per lane: kMaxD / DS along tokens, one 8-dim chunk along D.
+    const int MAXJ = kMaxD / DS > CHUNK ? kMaxD / DS : CHUNK;
+    // Value units (one dim x 8 slots) per batch of loads along tokens.
+    const int VB = V_LOADS < MAXJ ? V_LOADS : MAXJ;
+    static_assert(MAXJ % VB == 0, "value batches tile the accumulators");
+
+    __shared__ __attribute__((aligned(16))) float s_q[DEC_HPC][kMaxD];         // queries, f32
+    __shared__ __attribute__((aligned(16))) float s_p[NW][DEC_HPC][WAVE];      // probabilities of the wave tile
+    __shared__ int64_t s_vofs[NW][WAVE];                                        // value offset per slot (-1: not visible)
+    __shared__ __attribute__((aligned(16))) float s_acc[NW][DEC_HPC][kMaxD];   // per-wave accumulators (end)
+    __shared__ float s_ml[NW][DEC_HPC][2];                                      // per-wave (max, sum)
+
+    const int tid = threadIdx.x;
+    const int lane = tid % WAVE;
+    const int wave = tid / WAVE;
+    const int seq = blockIdx.x;
+    const int q_begin = qsl_at(p, seq);
+    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
+
+    const int hgs = p.decode_head_groups;
+    const int kvh = blockIdx.y / hgs;
+    const int hg = blockIdx.y - kvh * hgs;
+    const int split = blockIdx.z;
+    const int S = p.decode_splits;
+    const int D = p.head_size;
+    const int nch = D / CHUNK;
+    const int G = p.num_q_heads / p.num_kv_heads;
+    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
+    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+    const int seq_len = clamp_int(p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride], 0, max_len);
+    // The row's query sits at position seq_len - 1: every key up to it is visible (causal or
+    // not), down to the window's start.
+    const int pos = seq_len - 1;
+    const int lo = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
+    const int hi = seq_len - 1;
+
+    // ---- Queries -> shared f32.
+    {
+        const QRaw* query = static_cast<const QRaw*>(p.query);
+        // Head slots past the work-group's heads get zero queries (their scores are masked).
+        for (int u = tid; u < DEC_HPC * nch; u += DEC_THREADS) {
+            const int h = u / nch, c = u - (u / nch) * nch;
+            Raw8<QRaw> v;
+            v.clear();
+            if (h < hpc) {
+                const int64_t off = static_cast<int64_t>(q_begin) * p.query_strides[0] +
+                                    static_cast<int64_t>(qh0 + h) * p.query_strides[1] +
+                                    static_cast<int64_t>(c) * CHUNK * p.query_strides[2];
+                v = load8(query + off, p.query_strides[2], p.query_contig != 0);
+            }
+            float4* dst = reinterpret_cast<float4*>(&s_q[h][c * CHUNK]);
+            dst[0] = make_float4(Elem<kQuery>::to_f32(v.get(0)), Elem<kQuery>::to_f32(v.get(1)),
+                                 Elem<kQuery>::to_f32(v.get(2)), Elem<kQuery>::to_f32(v.get(3)));
+            dst[1] = make_float4(Elem<kQuery>::to_f32(v.get(4)), Elem<kQuery>::to_f32(v.get(5)),
+                                 Elem<kQuery>::to_f32(v.get(6)), Elem<kQuery>::to_f32(v.get(7)));
+        }
+    }
+
+    // ---- This split's wave tiles (absolute indices of WAVE-slot tiles).
+    int t_begin = 0, t_end = 0;
+    if (hi >= lo) {
+        const int tb = lo / WAVE, te = hi / WAVE + 1;
+        const int per = (te - tb + S - 1) / S;
+        t_begin = min(te, tb + split * per);
+        t_end = min(te, t_begin + per);
+    }
+
+    // ---- Per-head constants and softmax state (sinks seed split 0, wave 0 only).
+    float m[DEC_HPC], l[DEC_HPC], slope[DEC_HPC];
+#pragma unroll
+    for (int h = 0; h < DEC_HPC; ++h) {
+        m[h] = NEG_INF;
+        l[h] = 0.0f;
+        slope[h] = 0.0f;
+        if (h < hpc) {
+            if (p.alibi_slopes) slope[h] = p.alibi_slopes[static_cast<int64_t>(qh0 + h) * p.alibi_stride];
+            if (p.sinks && split == 0 && wave == 0) {
+                m[h] = p.sinks[static_cast<int64_t>(qh0 + h) * p.sinks_stride];
+                l[h] = m[h] > NEG_INF ? 1.0f : 0.0f;
+            }
+        }
+    }
+    // Score multiplier and value multiplier: sm_scale, fp8 scales and the fp8 decode factor.
+    float kmul = p.sm_scale, vmul = 1.0f;
+    if (kCache == PKV_DT_U8) {
+        const float un = fp8_unscale(p.kv_fp8);
+        kmul *= (p.k_scale ? *p.k_scale : 1.0f) * un;
+        vmul = (p.v_scale ? *p.v_scale : 1.0f) * un;
+    }
+    const float cap = p.logits_soft_cap;
+    const int fmt = p.kv_fp8;
+
+    pkv_cache_addr ka = p.key_addr;
+    pkv_cache_addr va = p.value_addr;
+    const CRaw* kbase = static_cast<const CRaw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
+    const CRaw* vbase = static_cast<const CRaw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
+    const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
+    const int64_t bt_col = p.block_table_strides[1];
+    const int bs = p.block_size;
+    int key_run = p.key_run;
+    int value_run = p.value_run;
+    PKV_PER_LANE(kbase);
+    PKV_PER_LANE(vbase);
+    PKV_PER_LANE(btab);
+    PKV_PER_LANE(key_run);
+    PKV_PER_LANE(value_run);
+    PKV_PER_LANE(kmul);
+    PKV_PER_LANE(vmul);
+    PKV_PER_LANE(ka.blk);
+    PKV_PER_LANE(ka.tok);
+    PKV_PER_LANE(ka.dhi);
+    PKV_PER_LANE(ka.dlo);
+    PKV_PER_LANE(ka.x_shift);
+    PKV_PER_LANE(va.blk);
+    PKV_PER_LANE(va.tok);
+    PKV_PER_LANE(va.dhi);
+#pragma unroll
+    for (int h = 0; h < DEC_HPC; ++h) PKV_PER_LANE(slope[h]);
+
+    // P.V lane roles. Along tokens: lane <-> (group parity g2, dim ds + DS*j).
+    const bool v_tok = kVTok;
+    const int g2 = lane % V_GROUP_LANES, ds = lane / V_GROUP_LANES;
+    // This lane's dims: ds + DS * j for j < nj (D need not be a multiple of DS).
+    const int nj = ds < D ? (D - ds + DS - 1) / DS : 0;
+    // Along D: lane <-> (slot class vts, chunk vc); ncp chunks padded to a power of two.
+    int ncp = 1;
+    while (ncp < nch) ncp *= 2;
+    const int vc = lane & (ncp - 1), vts = lane / ncp, tsc = WAVE / ncp;
+
+    float acc[MAXJ][DEC_HPC];
+#pragma unroll
+    for (int j = 0; j < MAXJ; ++j)
+#pragma unroll
+        for (int h = 0; h < DEC_HPC; ++h) acc[j][h] = 0.0f;
+
+    __syncthreads();  // queries staged
+
+    // Block-table entry of this lane's key in a wave tile (0 when not visible), loaded one tile
+    // ahead so that its latency overlaps the previous tile's work.
+    auto block_entry = [&](int tile) -> int32_t {
+        const int jj = tile * WAVE + lane;
+        return tile < t_end && jj >= lo && jj <= hi ? btab[static_cast<int64_t>(jj / bs) * bt_col] : 0;
+    };
+    int32_t next_entry = block_entry(t_begin + wave);
+    for (int t = t_begin + wave; t < t_end; t += NW) {
+        const int j = t * WAVE + lane;
+        const bool valid = j >= lo && j <= hi;
+        const int32_t entry = next_entry;
+        next_entry = block_entry(t + NW);
+        int64_t kofs = 0, vofs = -1;
+        if (valid) {
+            const int lb = j / bs;
+            const int off = j - lb * bs;
+            int64_t b = entry;
+            b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
+            kofs = b * ka.blk + static_cast<int64_t>(off) * ka.tok;
+            vofs = b * va.blk + static_cast<int64_t>(off) * va.tok;
+        }
+        wave_sync();  // the previous tile's P.V is done with s_vofs and s_p
+        s_vofs[wave][lane] = vofs;
+
+        // ---- Scores: this lane's key against every head's query.
+        float dot[DEC_HPC];
+#pragma unroll
+        for (int h = 0; h < DEC_HPC; ++h) dot[h] = 0.0f;
+        if (valid) {
+            const CRaw* kp = kbase + kofs;
+            for (int c0 = 0; c0 < nch; c0 += K_LOADS) {
+                Raw8<CRaw> buf[K_LOADS];
+#pragma unroll
+                for (int u = 0; u < K_LOADS; ++u) {
+                    buf[u].clear();
+                    if (c0 + u < nch) buf[u] = load8_run(kp, ka, (c0 + u) * CHUNK, key_run);
+                }
+#pragma unroll
+                for (int u = 0; u < K_LOADS; ++u) {
+                    if (c0 + u < nch) {
+                        float f[CHUNK];
+                        Deq8<kCache>::run(buf[u], fmt, f);
+#pragma unroll
+                        for (int h = 0; h < DEC_HPC; ++h) {
+                            if (h < hpc) {
+                                const float4 qa = *reinterpret_cast<const float4*>(&s_q[h][(c0 + u) * CHUNK]);
+                                const float4 qb = *reinterpret_cast<const float4*>(&s_q[h][(c0 + u) * CHUNK + 4]);
+                                dot[h] += qa.x * f[0] + qa.y * f[1] + qa.z * f[2] + qa.w * f[3] + qb.x * f[4] +
+                                          qb.y * f[5] + qb.z * f[6] + qb.w * f[7];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // ---- Online softmax per head over the wave tile.
+#pragma unroll
+        for (int h = 0; h < DEC_HPC; ++h) {
+            if (h < hpc) {
+                float s = NEG_INF;
+                if (valid) {
+                    s = dot[h] * kmul;
+                    if (cap > 0.0f) s = cap * tanhf(s / cap);
+                    s += slope[h] * static_cast<float>(j - pos);
+                }
+                const float mn = fmaxf(m[h], wave_max(s));
+                float pr = 0.0f, alpha = 1.0f;
+                if (mn != NEG_INF) {  // uniform; -inf - -inf would be NaN
+                    pr = expf(s - mn);
+                    alpha = expf(m[h] - mn);
+                }
+                l[h] = l[h] * alpha + wave_sum(pr);
+                m[h] = mn;
+                s_p[wave][h][lane] = pr;
+#pragma unroll
+                for (int jj = 0; jj < MAXJ; ++jj) acc[jj][h] *= alpha;
+            }
+        }
+        wave_sync();  // s_vofs and s_p visible to the whole wave
+
+        // ---- P.V.
+        if (v_tok) {
+            const bool run8 = value_run == CHUNK;
+#pragma unroll
+            for (int gi = 0; gi < GPL; ++gi) {
+                const int t8 = (g2 + gi * V_GROUP_LANES) * CHUNK;  // first slot of the group in the tile
+                const int64_t first = s_vofs[wave][t8];
+                const float* prob = &s_p[wave][0][t8];
+                // Whole group visible: one vector load per dim (8 slots of one block, as
+                // block_size % 8 == 0). Else (an edge of the visible range, or blocks that are
+                // not a multiple of 8 slots) slot by slot, only the visible ones.
+                if (run8 && first >= 0 && s_vofs[wave][t8 + CHUNK - 1] >= 0) {
+#pragma unroll
+                    for (int j0 = 0; j0 < MAXJ; j0 += VB) {
+                        if (j0 < nj) {
+                            Raw8<CRaw> vb[VB];
+#pragma unroll
+                            for (int u = 0; u < VB; ++u) {
+                                vb[u].clear();
+                                if (j0 + u < nj) vb[u].load_all(vbase + static_cast<int64_t>(ds + DS * (j0 + u)) * va.dhi + first);
+                            }
+                            pv_units<kCache, VB>(acc + j0, prob, WAVE, vb, nj - j0, fmt, hpc);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int jj = 0; jj < MAXJ; ++jj) {
+                        if (jj < nj) {
+                            const CRaw* src = vbase + static_cast<int64_t>(ds + DS * jj) * va.dhi;
+                            Raw8<CRaw> v[1];
+                            v[0].clear();
+                            for (int i = 0; i < CHUNK; ++i) {
+                                const int64_t vo = s_vofs[wave][t8 + i];
+                                if (vo >= 0) v[0].set(i, src[vo]);
+                            }
+                            pv_units<kCache, 1>(acc + jj, prob, WAVE, v, 1, fmt, hpc);
+                        }
+                    }
+                }
+            }
+        } else if (vc < nch) {
+            // Dims contiguous: this lane's chunk vc for slots vts, vts + tsc, ...
+            for (int i0 = 0; i0 < ncp; i0 += V_LOADS) {
+                Raw8<CRaw> vb[V_LOADS];
+#pragma unroll
+                for (int u = 0; u < V_LOADS; ++u) {
+                    vb[u].clear();
+                    if (i0 + u < ncp) {
+                        const int64_t vo = s_vofs[wave][vts + tsc * (i0 + u)];
+                        if (vo >= 0) vb[u] = load8_run(vbase + vo, va, vc * CHUNK, value_run);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < V_LOADS; ++u) {
+                    if (i0 + u < ncp) {
+                        const int slot = vts + tsc * (i0 + u);
+                        float f[CHUNK];
+                        Deq8<kCache>::run(vb[u], fmt, f);
+#pragma unroll
+                        for (int h = 0; h < DEC_HPC; ++h) {
+                            if (h < hpc) {
+                                const float pr = s_p[wave][h][slot];
+#pragma unroll
+                                for (int i = 0; i < CHUNK; ++i) acc[i][h] += pr * f[i];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Merge: lanes sharing dims, then waves (through shared memory).
+    if (v_tok) {
+#pragma unroll
+        for (int jj = 0; jj < MAXJ; ++jj)
+#pragma unroll
+            for (int h = 0; h < DEC_HPC; ++h) acc[jj][h] += pkv_shfl_xor(acc[jj][h], 1, WAVE);
+        if (g2 == 0) {
+#pragma unroll
+            for (int jj = 0; jj < MAXJ; ++jj) {
+                const int d = ds + DS * jj;
+                if (jj < nj) {
+#pragma unroll
+                    for (int h = 0; h < DEC_HPC; ++h)
+                        if (h < hpc) s_acc[wave][h][d] = acc[jj][h];
+                }
+            }
+        }
+    } else {
+        for (int o = ncp; o < WAVE; o *= 2) {
+#pragma unroll
+            for (int jj = 0; jj < CHUNK; ++jj)
+#pragma unroll
+                for (int h = 0; h < DEC_HPC; ++h) acc[jj][h] += pkv_shfl_xor(acc[jj][h], o, WAVE);
+        }
+        if (vts == 0 && vc < nch) {
+#pragma unroll
+            for (int jj = 0; jj < CHUNK; ++jj)
+#pragma unroll
+                for (int h = 0; h < DEC_HPC; ++h)
+                    if (h < hpc) s_acc[wave][h][vc * CHUNK + jj] = acc[jj][h];
+        }
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int h = 0; h < DEC_HPC; ++h) {
+            s_ml[wave][h][0] = m[h];
+            s_ml[wave][h][1] = l[h];
+        }
+    }
+    __syncthreads();
+
+    merge_waves<kQuery, NW, DEC_HPC, kMaxD>(p, s_acc, s_ml, hpc, seq, split, q_begin, qh0, vmul);
+}
+
+#if defined(PKV_CUDA)
+// ------------------------------------------------------------------------------------------
+// Tensor-core variant (NVIDIA, f16/bf16 queries with a cache of the same dtype): the same
+// algorithm, with both products on mma.sync m16n8k16 (f32 accumulation). The FMA kernel above
+// spends ~G FMAs, conversions and broadcast shared reads per cache element and is bound by
+// instruction issue well below HBM bandwidth; here a wave tile of 32 keys costs 32 MMAs.
+//
+//   scores   S[key x head]  = K[key x dim] . Q^T[dim x head]     (m = 16 keys, n = 8 heads)
+//   output   O^T[dim x head] += V^T[dim x key] . P^T[key x head]  (m = 16 dims, n = 8 heads)
+//
+// Operands come straight from 16-byte global loads: a sum over k does not depend on the order
+// of k, so k is permuted so that lane (g = lane / 4, t = lane % 4) holds, for each 32-wide k
+// block, the 8 consecutive elements 8t..8t+7 of its rows (one load): elements 8t+{0,1},
+// 8t+{2,3}, 8t+{4,5}, 8t+{6,7} are the fragment pairs k = {2t, 2t+8} of step 0 and 1. The
+// queries (B of the scores) and the probabilities (B of the output) use the same permutation.
+// ------------------------------------------------------------------------------------------
+constexpr int MMA_HEADS = 8;  // n of m16n8k16: query heads per work-group (src/core/plan.rs)
+constexpr int MMA_TILE = 32;  // keys per wave tile: two 16-key m-tiles (a warp of 32)
+// Threads and resident work-groups per SM (register caps) of the head_size <= 128 and <= 256
+// instances (src/core/plan.rs decode_threads / decode_resident_per_cu). Three warps per
+// work-group at four per SM: a whole wave of 528 work-groups is resident on an H200 (e.g. 64
+// sequences x 8 kv heads), so no second, mostly idle wave of work-groups trails the first.
+// The 256 instance holds twice the accumulators: four warps at two per SM.
+constexpr int MMA_THREADS_SMALL = 96;
+constexpr int MMA_THREADS_LARGE = 128;
+constexpr int MMA_MIN_BLOCKS_SMALL = 4;
+constexpr int MMA_MIN_BLOCKS_LARGE = 2;
+
+template <int kQuery>
+struct Mma;
+template <>
+struct Mma<PKV_DT_BF16> {
+    static PKV_DEVICE void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+};
+template <>
+struct Mma<PKV_DT_F16> {
+    static PKV_DEVICE void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+};
+
+// d += A . B over one 32-wide k block: rows r0 (m rows 0..7) and r1 (rows 8..15) as loaded.
+template <int kQuery>
+PKV_DEVICE void mma_k32(float* d, const Raw8<uint16_t>& r0, const Raw8<uint16_t>& r1, const uint32_t* b) {
+    Mma<kQuery>::run(d, r0.w[0], r1.w[0], r0.w[1], r1.w[1], b[0], b[1]);
+    Mma<kQuery>::run(d, r0.w[2], r1.w[2], r0.w[3], r1.w[3], b[2], b[3]);
+}
+
+template <int kQuery, int kMaxD>
+__global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE,
+                                  kMaxD <= 128 ? MMA_MIN_BLOCKS_SMALL : MMA_MIN_BLOCKS_LARGE)
+    paged_decode_mma_kernel(pkv_attention_params p) {
+    typedef uint16_t Raw;
+    const int MMA_THREADS = kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE;
+    const int NW = MMA_THREADS / 32;
+    const int NB = kMaxD / 32;   // 32-wide k blocks of the scores
+    const int NMD = kMaxD / 16;  // 16-dim m-tiles of the output
+    // Loads in flight per lane: both key m-tiles at once for head sizes up to 128, one at a
+    // time above; value m-tiles in batches of the same register budget.
+    // (16 loads of 16 bytes for head sizes up to 128, 8 above, where the accumulators are twice
+    // as many.)
+    const int KMT = kMaxD <= 128 ? 2 : 1;
+    const int KB = 4;
+    const int VMD = kMaxD <= 128 ? 8 : 4;
+    static_assert(NB % KB == 0 && NMD % VMD == 0, "load batches tile the operands");
+
+    __shared__ int64_t s_kofs[NW][MMA_TILE];  // key offset per slot (-1: not visible)
+    __shared__ int64_t s_vofs[NW][MMA_TILE];  // value offset per slot (-1: not visible)
+    __shared__ __attribute__((aligned(16))) Raw s_q[MMA_HEADS][kMaxD + CHUNK];     // queries (padded rows)
+    // Probabilities in the query dtype, split as p = hi + lo (two products): 16-bit
+    // probabilities alone would cost ~3 significant digits against the f32 softmax.
+    __shared__ __attribute__((aligned(16))) Raw s_pb[NW][2][MMA_HEADS][MMA_TILE];
+    __shared__ __attribute__((aligned(16))) float s_acc[NW][MMA_HEADS][kMaxD];  // per-wave outputs (end)
+    __shared__ float s_ml[NW][MMA_HEADS][2];                                     // per-wave (max, sum)
+
+    const int tid = threadIdx.x;
+    const int lane = tid % 32;
+    const int wave = tid / 32;
+    const int g = lane / 4, t = lane % 4;
+    const int seq = blockIdx.x;
+    const int q_begin = qsl_at(p, seq);
+    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
+
+    const int hgs = p.decode_head_groups;
+    const int kvh = blockIdx.y / hgs;
+    const int hg = blockIdx.y - kvh * hgs;
+    const int split = blockIdx.z;
+    const int S = p.decode_splits;
+    const int D = p.head_size;
+    const int nch = D / CHUNK;
+    const int G = p.num_q_heads / p.num_kv_heads;
+    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
+    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+    const int seq_len = clamp_int(p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride], 0, max_len);
+    const int pos = seq_len - 1;
+    const int lo = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
+    const int hi = seq_len - 1;
+
+    // ---- Queries -> shared, in the query dtype (rows padded by 16 bytes against bank
+    // conflicts); lane (g, t) reads head g, elements 8t..8t+7 of each k block as its B
+    // fragment. (Shared rather than registers: the 256-dim instance needs those registers.)
+    for (int u = tid; u < MMA_HEADS * nch; u += MMA_THREADS) {
+        const int h = u / nch, c = u - (u / nch) * nch;
+        Raw8<Raw> v;
+        v.clear();
+        if (h < hpc) {
+            const int64_t off = static_cast<int64_t>(q_begin) * p.query_strides[0] +
+                                static_cast<int64_t>(qh0 + h) * p.query_strides[1] +
+                                static_cast<int64_t>(c) * CHUNK * p.query_strides[2];
+            v = load8(static_cast<const Raw*>(p.query) + off, p.query_strides[2], p.query_contig != 0);
+        }
+        v.store_all(&s_q[h][c * CHUNK]);
+    }
+    // Chunks past head_size (head sizes not a multiple of 32) stay zero: never loaded, never read
+    // as nonzero.
+    for (int u = tid; u < MMA_HEADS * (kMaxD / CHUNK - nch); u += MMA_THREADS) {
+        const int h = u % MMA_HEADS, c = nch + u / MMA_HEADS;
+        Raw8<Raw> z;
+        z.clear();
+        z.store_all(&s_q[h][c * CHUNK]);
+    }
+    __syncthreads();
+
+    int t_begin = 0, t_end = 0;
+    if (hi >= lo) {
+        const int tb = lo / MMA_TILE, te = hi / MMA_TILE + 1;
+        const int per = (te - tb + S - 1) / S;
+        t_begin = min(te, tb + split * per);
+        t_end = min(te, t_begin + per);
+    }
+
+    // Softmax state of this lane's heads 2t and 2t+1 (replicated over g).
+    float m[2], l[2], slope[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+        const int h = 2 * t + e;
+        m[e] = NEG_INF;
+        l[e] = 0.0f;
+        slope[e] = 0.0f;
+        if (h < hpc) {
+            if (p.alibi_slopes) slope[e] = p.alibi_slopes[static_cast<int64_t>(qh0 + h) * p.alibi_stride];
+            if (p.sinks && split == 0 && wave == 0) {
+                m[e] = p.sinks[static_cast<int64_t>(qh0 + h) * p.sinks_stride];
+                l[e] = m[e] > NEG_INF ? 1.0f : 0.0f;
+            }
+        }
+    }
+    const float kmul = p.sm_scale;
+    const float cap = p.logits_soft_cap;
+    const pkv_cache_addr ka = p.key_addr;
+    const pkv_cache_addr va = p.value_addr;
+    const Raw* kbase = static_cast<const Raw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
+    const Raw* vbase = static_cast<const Raw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
+    const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
+    const int64_t bt_col = p.block_table_strides[1];
+    const int bs = p.block_size;
+    const int key_run = p.key_run;
+    const bool run8 = p.value_run == CHUNK;
+
+    float o[NMD][4];  // O^T fragments: dims 16md + g (+8), heads 2t, 2t+1
+#pragma unroll
+    for (int md = 0; md < NMD; ++md)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[md][i] = 0.0f;
+
+    // Block-table entry of this lane's key in a wave tile (0 when not visible), loaded one tile
+    // ahead so that its latency overlaps the previous tile's work.
+    auto block_entry = [&](int tile) -> int32_t {
+        const int j = tile * MMA_TILE + lane;
+        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(j / bs) * bt_col] : 0;
+    };
+    int32_t next_entry = block_entry(t_begin + wave);
+    for (int tile = t_begin + wave; tile < t_end; tile += NW) {
+        const int t0 = tile * MMA_TILE;
+        const int32_t entry = next_entry;
+        next_entry = block_entry(tile + NW);
+        {
+            const int j = t0 + lane;
+            int64_t kofs = -1, vofs = -1;
+            if (j >= lo && j <= hi) {
+                const int lb = j / bs;
+                const int off = j - lb * bs;
+                int64_t b = entry;
+                b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
+                kofs = b * ka.blk + static_cast<int64_t>(off) * ka.tok;
+                vofs = b * va.blk + static_cast<int64_t>(off) * va.tok;
+            }
+            wave_sync();  // the previous tile is done with the offsets and probabilities
+            s_kofs[wave][lane] = kofs;
+            s_vofs[wave][lane] = vofs;
+            wave_sync();
+        }
+
+        // ---- Scores: sc[mt] = fragments of keys 16mt + g (+8) x heads 2t, 2t+1.
+        float sc[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
+#pragma unroll
+        for (int mt0 = 0; mt0 < 2; mt0 += KMT) {
+#pragma unroll
+            for (int b0 = 0; b0 < NB; b0 += KB) {
+                Raw8<Raw> kf[KMT][2][KB];
+#pragma unroll
+                for (int mi = 0; mi < KMT; ++mi)
+#pragma unroll
+                    for (int rh = 0; rh < 2; ++rh) {
+                        const int64_t ko = s_kofs[wave][16 * (mt0 + mi) + 8 * rh + g];
+#pragma unroll
+                        for (int b = 0; b < KB; ++b) {
+                            const int c = 4 * (b0 + b) + t;
+                            kf[mi][rh][b].clear();
+                            if (ko >= 0 && c < nch) kf[mi][rh][b] = load8_run(kbase + ko, ka, c * CHUNK, key_run);
+                        }
+                    }
+#pragma unroll
+                for (int b = 0; b < KB; ++b) {
+                    const uint4 q4 = *reinterpret_cast<const uint4*>(&s_q[g][(4 * (b0 + b) + t) * CHUNK]);
+                    const uint32_t qf[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+                    for (int mi = 0; mi < KMT; ++mi) mma_k32<kQuery>(sc[mt0 + mi], kf[mi][0][b], kf[mi][1][b], qf);
+                }
+            }
+        }
+
+        // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head).
+        float alpha[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int h = 2 * t + e;
+            float s4[4];
+            float mx = NEG_INF;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int key = 8 * k + g;  // k = 2 mt + rh: keys 16mt + 8rh + g
+                const int j = t0 + key;
+                float sv = NEG_INF;
+                if (h < hpc && j >= lo && j <= hi) {
+                    sv = sc[k / 2][2 * (k % 2) + e] * kmul;
+                    if (cap > 0.0f) sv = cap * tanhf(sv / cap);
+                    sv += slope[e] * static_cast<float>(j - pos);
+                }
+                s4[k] = sv;
+                mx = fmaxf(mx, sv);
+            }
+#pragma unroll
+            for (int o2 = 4; o2 < 32; o2 *= 2) mx = fmaxf(mx, pkv_shfl_xor(mx, o2, 32));
+            const float mn = fmaxf(m[e], mx);
+            float a = 1.0f, ps = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const float pr = mn != NEG_INF ? expf(s4[k] - mn) : 0.0f;  // -inf - -inf would be NaN
+                ps += pr;
+                const Raw hi16 = Elem<kQuery>::from_f32(pr);
+                s_pb[wave][0][h][8 * k + g] = hi16;
+                s_pb[wave][1][h][8 * k + g] = Elem<kQuery>::from_f32(pr - Elem<kQuery>::to_f32(hi16));
+            }
+            if (mn != NEG_INF) a = expf(m[e] - mn);
+#pragma unroll
+            for (int o2 = 4; o2 < 32; o2 *= 2) ps += pkv_shfl_xor(ps, o2, 32);
+            l[e] = l[e] * a + ps;
+            m[e] = mn;
+            alpha[e] = a;
+        }
+#pragma unroll
+        for (int md = 0; md < NMD; ++md) {
+            o[md][0] *= alpha[0];
+            o[md][1] *= alpha[1];
+            o[md][2] *= alpha[0];
+            o[md][3] *= alpha[1];
+        }
+        wave_sync();  // probabilities visible
+
+        // ---- P.V: B = probabilities of head g, keys 8t..8t+7; A = V rows (dims), keys 8t..8t+7.
+        uint32_t pb[4], pl[4];
+        {
+            const uint4 w = *reinterpret_cast<const uint4*>(&s_pb[wave][0][g][8 * t]);
+            pb[0] = w.x, pb[1] = w.y, pb[2] = w.z, pb[3] = w.w;
+            const uint4 x = *reinterpret_cast<const uint4*>(&s_pb[wave][1][g][8 * t]);
+            pl[0] = x.x, pl[1] = x.y, pl[2] = x.z, pl[3] = x.w;
+        }
+        const int64_t first = s_vofs[wave][8 * t];
+        // Whole groups visible in every lane (the wave decides together: the products need
+        // all lanes): one load per dim and lane (8 slots of one block, block_size % 8 == 0).
+        // Else (an edge of the visible range, or blocks not a multiple of 8 slots) slot by slot,
+        // only the visible ones.
+        const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
+        if (__all_sync(0xffffffffu, whole)) {
+#pragma unroll
+            for (int md0 = 0; md0 < NMD; md0 += VMD) {
+                Raw8<Raw> vf[VMD][2];
+#pragma unroll
+                for (int mi = 0; mi < VMD; ++mi)
+#pragma unroll
+                    for (int rh = 0; rh < 2; ++rh) {
+                        const int d = 16 * (md0 + mi) + 8 * rh + g;
+                        vf[mi][rh].clear();
+                        if (d < D) vf[mi][rh].load_all(vbase + static_cast<int64_t>(d) * va.dhi + first);
+                    }
+#pragma unroll
+                for (int mi = 0; mi < VMD; ++mi) {
+                mma_k32<kQuery>(o[md0 + mi], vf[mi][0], vf[mi][1], pb);
+                mma_k32<kQuery>(o[md0 + mi], vf[mi][0], vf[mi][1], pl);
+            }
+            }
+        } else {
+#pragma unroll
+            for (int md = 0; md < NMD; ++md) {
+                Raw8<Raw> vf[2];
+#pragma unroll
+                for (int rh = 0; rh < 2; ++rh) {
+                    const int d = 16 * md + 8 * rh + g;
+                    vf[rh].clear();
+                    if (d < D) {
+                        const Raw* src = vbase + static_cast<int64_t>(d) * va.dhi;
+                        for (int i = 0; i < CHUNK; ++i) {
+                            const int64_t vo = s_vofs[wave][8 * t + i];
+                            if (vo >= 0) vf[rh].set(i, src[vo]);
+                        }
+                    }
+                }
+                mma_k32<kQuery>(o[md], vf[0], vf[1], pb);
+                mma_k32<kQuery>(o[md], vf[0], vf[1], pl);
+                // Keeps this rare path's scalar loads from being hoisted across dims (registers).
+                asm volatile("" ::: "memory");
+            }
+        }
+    }
+
+    // ---- Per-wave results -> shared, then the merge.
+#pragma unroll
+    for (int md = 0; md < NMD; ++md) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int d = 16 * md + g + 8 * (i / 2);
+            const int h = 2 * t + (i % 2);
+            if (d < D) s_acc[wave][h][d] = o[md][i];
+        }
+    }
+    if (g == 0) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            s_ml[wave][2 * t + e][0] = m[e];
+            s_ml[wave][2 * t + e][1] = l[e];
+        }
+    }
+    __syncthreads();
+    merge_waves<kQuery, NW, MMA_HEADS, kMaxD>(p, s_acc, s_ml, hpc, seq, split, q_begin, qh0, 1.0f);
+}
+#endif  // PKV_CUDA
+
+// Merges the decode splits of one (sequence, query head): out = sum_j w_j acc_j / sum_j w_j l_j,
+// w_j = e^(m_j - M). One work-group per (sequence, head): the partials of a long single
+// sequence spread over the whole GPU instead of one work-group.
+template <int kOut>
+__global__ void __launch_bounds__(REDUCE_THREADS) decode_reduce_kernel(pkv_attention_params p) {
+    const int seq = blockIdx.x;
+    const int h = blockIdx.y;
+    const int q_begin = qsl_at(p, seq);
+    if (qsl_at(p, seq + 1) - q_begin != 1) return;
+    const int D = p.head_size;
+    const int S = p.decode_splits;
+    const int nch = D / CHUNK;
+    const float* ws_acc = p.decode_workspace;
+    const float* ws_ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D;
+    const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
+    const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_q_heads + h) * S;
+    for (int c = threadIdx.x; c < nch; c += REDUCE_THREADS) {
+        float M = NEG_INF;
+        for (int j = 0; j < S; ++j) M = fmaxf(M, ws_ml[(slot0 + j) * 2]);
+        float num[CHUNK], den = 0.0f;
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
+        for (int j = 0; j < S; ++j) {
+            const float m = ws_ml[(slot0 + j) * 2];
+            if (m == NEG_INF) continue;  // an empty split
+            const float w = expf(m - M);
+            den += w * ws_ml[(slot0 + j) * 2 + 1];
+            const float4* a = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
+            const float4 a0 = a[0], a1 = a[1];
+            num[0] += w * a0.x;
+            num[1] += w * a0.y;
+            num[2] += w * a0.z;
+            num[3] += w * a0.w;
+            num[4] += w * a1.x;
+            num[5] += w * a1.y;
+            num[6] += w * a1.z;
+            num[7] += w * a1.w;
+        }
+        float v[CHUNK];
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) v[i] = den > 0.0f ? num[i] / den : 0.0f;
+        const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] +
+                            static_cast<int64_t>(h) * p.output_strides[1] +
+                            static_cast<int64_t>(c) * CHUNK * p.output_strides[2];
+        store_out8<kOut>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
+    }
+}
+
+template <int kQuery, int kCache, int kMaxD>
+pkv_error_t launch(const pkv_attention_params& p, pkv_stream_t stream) {
+    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
+                    static_cast<unsigned>(p.decode_splits));
+    if (p.value_mode == PKV_V_ALONG_TOKENS) {
+        paged_decode_kernel<kQuery, kCache, kMaxD, true><<<grid, DEC_THREADS, 0, stream>>>(p);
+    } else {
+        paged_decode_kernel<kQuery, kCache, kMaxD, false><<<grid, DEC_THREADS, 0, stream>>>(p);
+    }
+    pkv_error_t e = pkv_get_last_error();
+    if (e != pkv_success || p.decode_splits == 1) return e;
+    decode_reduce_kernel<kQuery><<<dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads)), REDUCE_THREADS, 0, stream>>>(p);
+    return pkv_get_last_error();
+}
+
+template <int kQuery, int kCache>
+pkv_error_t launch_for_cache(const pkv_attention_params& p, pkv_stream_t stream) {
+    return p.head_size <= 128 ? launch<kQuery, kCache, 128>(p, stream) : launch<kQuery, kCache, 256>(p, stream);
+}
+
+#if defined(PKV_CUDA)
+template <int kQuery, int kMaxD>
+pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
+    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
+                    static_cast<unsigned>(p.decode_splits));
+    paged_decode_mma_kernel<kQuery, kMaxD><<<grid, kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE, 0, stream>>>(p);
+    pkv_error_t e = pkv_get_last_error();
+    if (e != pkv_success || p.decode_splits == 1) return e;
+    decode_reduce_kernel<kQuery><<<dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads)), REDUCE_THREADS, 0, stream>>>(p);
+    return pkv_get_last_error();
+}
+#endif
+
+template <int kQuery>
+pkv_error_t launch_for_query(const pkv_attention_params& p, pkv_stream_t stream) {
+    return p.kv_fp8 != PKV_FP8_NONE ? launch_for_cache<kQuery, PKV_DT_U8>(p, stream)
+                                    : launch_for_cache<kQuery, kQuery>(p, stream);
+}
+
+}  // namespace
+}  // namespace pkv
+
+// Enqueues the decode kernel (and its split reduce) on `stream` when the plan asks for it.
+// Returns the runtime's error code (0 = success).
+extern "C" int pkv_kernel_paged_decode(const pkv_attention_params* p, void* stream) {
+    if (!p->decode_kernel || p->num_tokens <= 0 || p->num_seqs <= 0) return 0;
+    const pkv_stream_t s = static_cast<pkv_stream_t>(stream);
+#if defined(PKV_CUDA)
+    // The planner chose the tensor-core variant (f16/bf16 queries, cache of the same dtype,
+    // slots contiguous in the value layout).
+    if (p->decode_mma) {
+        const bool small = p->head_size <= 128;
+        if (p->query_dtype == PKV_DT_F16)
+            return static_cast<int>(small ? pkv::launch_mma<PKV_DT_F16, 128>(*p, s) : pkv::launch_mma<PKV_DT_F16, 256>(*p, s));
+        return static_cast<int>(small ? pkv::launch_mma<PKV_DT_BF16, 128>(*p, s) : pkv::launch_mma<PKV_DT_BF16, 256>(*p, s));
+    }
+#endif
+    switch (p->query_dtype) {
+        case PKV_DT_F32:
+            return static_cast<int>(pkv::launch_for_query<PKV_DT_F32>(*p, s));
+        case PKV_DT_F16:
+            return static_cast<int>(pkv::launch_for_query<PKV_DT_F16>(*p, s));
+        default:
+            return static_cast<int>(pkv::launch_for_query<PKV_DT_BF16>(*p, s));
+    }
+}
