@@ -19,7 +19,9 @@ done_stage "c/c++"
 
 stage "python: pytest (ctypes binding)"
 cargo build --release --quiet
-PYTHONPATH=python python3 -m pytest -q python/tests
+# Test the library just built, wherever CARGO_TARGET_DIR puts it.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+PAGEDKV_LIBRARY="$target_dir/release/libpagedkv.so" PYTHONPATH=python python3 -m pytest -q -rs python/tests
 done_stage "python"
 
 stage "gpu"
