@@ -531,6 +531,11 @@ const DECODE_WORKSPACE_ALIGN: u64 = 256;
 /// head_groups, shared_mem_bytes)`. Its shared memory is static, so it must fit the limit a
 /// work-group gets without opting in; its work-groups must be whole waves.
 fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u32, u32, u64, bool)> {
+    // NVIDIA only for now: AMD builds of the kernel do not yet fit the register files without
+    // spilling (kernels/decode.hip, pkv_kernel_paged_decode); the general kernel serves there.
+    if !limits.arch.starts_with("sm_") {
+        return None;
+    }
     let wave = limits.wave_size;
     if wave == 0 || DECODE_THREADS % wave != 0 {
         return None;
