@@ -61,8 +61,8 @@ typedef struct {
     int32_t value_src_contig;
     int32_t key_run;     // destination elements contiguous along head_size: 8, 4 or 1
     int32_t value_run;
-    int32_t key_token_fastest;  // neighbouring threads take neighbouring tokens (coalesced)
-    int32_t value_token_fastest;
+    int32_t value_vec;   // value slot stride 1 and 8-element aligned: 8 consecutive slots are one store
+    int32_t work_items;  // threads per tensor: ceil(num_tokens / 16) * num_kv_heads * ceil(head_size / 8) * 2
 } pkv_write_params;
 
 typedef struct {

@@ -6,13 +6,30 @@
 //   are ignored (the host only picks it for fully packed split caches with block size 16/32);
 // - stride-aware (packed = 0): every stride honoured, so split (x-split keys), NHD, blocks-first
 //   and hybrid-interleaved pages are one code path.
-// A work-group takes WRITE_TOKENS tokens of one kv head. The unit of work is 8 elements along
-// head_size (every supported head_size is a multiple of 8): read as one 16/32-byte access when
-// the source rows are contiguous, written as the widest run the destination layout allows.
-// Neighbouring threads take neighbouring tokens when the destination's token stride is small
-// (split keys: 16-byte x-groups of consecutive slots are adjacent; split values: consecutive
-// slots are adjacent elements), so stores coalesce whenever the slots of a batch are
-// consecutive, as they are for prefill chunks.
+//
+// Work decomposition. Tokens go in tiles of TILE_TOKENS = 16 (two groups of 8). A thread takes
+// one tensor (grid y: key or value), one kv head, one 8-element chunk along head_size and one
+// group of 8 tokens of a tile; the two threads of a tile that share a chunk are neighbouring
+// lanes, and the chunks of a head fill the lanes after them. Every thread issues its 8 row loads
+// (16 bytes each for 2-byte sources) before its first store, so a warp keeps 4 KiB in flight
+// without shared memory or barriers; reads of one instruction are whole 256-byte rows.
+//
+// Stores, by the destination's shape (the host proves which applies):
+// - per token (keys of every layout; NHD and other values): the 8 elements of one token are one
+//   16-byte store (x-split keys, NHD) or element stores. The lane pair takes tokens
+//   interleaved (lane 0: tokens 0, 2, .., 14; lane 1: 1, 3, .., 15), so when slots are
+//   consecutive one store instruction fills whole 32-byte sectors (x-split keys: adjacent
+//   slots are adjacent 16-byte x-groups).
+// - token vectors (split values [.., head_size, block_size], slot stride 1): a thread holds 8
+//   consecutive tokens and transposes them in registers; when their slots are 8 consecutive,
+//   8-aligned slots of one block, each dim is one 8-element store (16 bytes for 2-byte caches),
+//   and the lane pair fills 32 consecutive bytes. Any other slot pattern (padding, block ends,
+//   unaligned runs, random slots) falls back to element stores, correct for every input.
+//
+// fp8: `encode(v / scale)` with the division correctly rounded (IEEE f32, as the CPU's `v /
+// scale`), computed without a per-element division (see Quotient) and encoded branch-free
+// (fp8_encode_fast); inputs or scales outside the ranges where that is proven take the plain
+// division and pkv::fp8_encode.
 
 #include "pkv_common.h"
 
@@ -20,11 +37,26 @@ namespace pkv {
 namespace {
 
 constexpr int WRITE_THREADS = 256;  // per work-group: whole waves of 32 and of 64
-constexpr int WRITE_TOKENS = 32;    // tokens per work-group
-constexpr int CHUNK = 8;            // elements per unit of work
+constexpr int CHUNK = 8;            // elements along head_size per thread
+constexpr int GROUP = 8;            // tokens per thread
+constexpr int PAIR = 2;             // token groups side by side in neighbouring lanes
+constexpr int TILE_TOKENS = GROUP * PAIR;
 static_assert(WRITE_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
-static_assert(WRITE_TOKENS <= WRITE_THREADS, "one thread reads each slot");
+static_assert(PKV_WAVE_SIZE % PAIR == 0, "a lane pair never straddles two waves");
 static_assert(sizeof(pkv_write_params) / 4 <= WRITE_THREADS, "one thread copies each argument word");
+
+// NVIDIA: resident work-groups per SM asked of the register allocator. Copies of 2-byte
+// elements hold 8 rows of 16 bytes plus addresses (<= 80 registers: 3 work-groups, 24 warps);
+// f32 rows (32 bytes) and the fp8 quantiser need more (<= 128: 2 work-groups).
+template <int kSrc, int kFp8>
+struct WriteOccupancy {
+    static const int kMinBlocks = kFp8 == PKV_FP8_NONE && sizeof(typename Elem<kSrc>::raw) == 2 ? 3 : 2;
+};
+
+// Grid y: which tensor a work-group writes.
+constexpr int TENSOR_KEY = 0;
+constexpr int TENSOR_VALUE = 1;
+constexpr int NUM_TENSORS = 2;
 
 template <bool kCond, typename A, typename B>
 struct Select {
@@ -54,85 +86,463 @@ PKV_DEVICE void store8(DRaw* cache, int64_t base, const pkv_cache_addr& a, int d
     }
 }
 
-// Source element -> cache element: a raw copy, or fp8 quantisation.
-template <int kSrc, bool kQuant>
-struct Convert {
-    typedef typename Elem<kSrc>::raw SRaw;
-    static PKV_DEVICE Raw8<SRaw> run(const Raw8<SRaw>& in, float, int) { return in; }
+// ------------------------------------------------------------------------------------------
+// fp8 quantisation
+// ------------------------------------------------------------------------------------------
+
+// The quantiser's roundings must happen where written. CUDA's __fmul_rn/__fadd_rn are never
+// contracted into FMAs; some HIP headers define them as plain operators, which clang may fuse
+// after inlining unless contraction is off in the function.
+#if defined(PKV_HIP)
+#define PKV_NO_CONTRACT _Pragma("clang fp contract(off)")
+#else
+#define PKV_NO_CONTRACT
+#endif
+
+// Formats as compile-time constants: the encoder's shifts and limits become immediates.
+template <int kFormat>
+struct Fp8Fmt;
+template <>
+struct Fp8Fmt<PKV_FP8_E4M3FN> {
+    static const int kBias = 7, kMant = 3;
+    static const uint32_t kMax = 0x7E, kNan = 0x7F;
+    static const bool kNegZero = true;
 };
-template <int kSrc>
-struct Convert<kSrc, true> {
-    typedef typename Elem<kSrc>::raw SRaw;
-    static PKV_DEVICE Raw8<uint8_t> run(const Raw8<SRaw>& in, float scale, int format) {
-        Raw8<uint8_t> out;
-        out.clear();
+template <>
+struct Fp8Fmt<PKV_FP8_E4M3FNUZ> {
+    static const int kBias = 8, kMant = 3;
+    static const uint32_t kMax = 0x7F, kNan = 0x80;
+    static const bool kNegZero = false;  // 0x80 is NaN
+};
+template <>
+struct Fp8Fmt<PKV_FP8_E5M2> {
+    static const int kBias = 15, kMant = 2;
+    static const uint32_t kMax = 0x7B, kNan = 0x7F;
+    static const bool kNegZero = true;
+};
+
+// Code (0..kMax) of a non-negative f32 magnitude `q` (NaN bits count as huge: saturated; the
+// caller substitutes the NaN code for NaN inputs). Same results as pkv::fp8_encode:
+// - below the smallest normal 2^(1-bias): q + 2^(24-bias-mant) has its last place at the
+//   subnormal quantum, so the FPU's round-to-nearest-even produces the code in the low bits
+//   (a result of 2^mant is the smallest normal's code);
+// - normal: integer round-to-nearest-even on the bits, dropping 23-mant mantissa bits; the
+//   exponent rebias is folded into the same add, and a carry out of the mantissa bumps the
+//   exponent by itself;
+// - saturation: codes are monotonic in magnitude, so min(code, max) is "saturate to the
+//   largest finite value" (infinities included).
+template <int kFormat>
+PKV_DEVICE uint32_t fp8_code_fast(float q) {
+    PKV_NO_CONTRACT
+    typedef Fp8Fmt<kFormat> F;
+    const int kShift = 23 - F::kMant;
+    const uint32_t kMagicBits = static_cast<uint32_t>(127 + 24 - F::kBias - F::kMant) << 23;
+    const uint32_t kMinNormalBits = static_cast<uint32_t>(127 + 1 - F::kBias) << 23;
+    const uint32_t kRoundRebias = ((1u << (kShift - 1)) - 1u) - (static_cast<uint32_t>(127 - F::kBias) << 23);
+    const uint32_t mb = __float_as_uint(q);
+    const uint32_t sub = __float_as_uint(__fadd_rn(q, __uint_as_float(kMagicBits))) - kMagicBits;
+    const uint32_t norm = (mb + kRoundRebias + ((mb >> kShift) & 1u)) >> kShift;
+    const uint32_t code = mb < kMinNormalBits ? sub : norm;
+    return code < F::kMax ? code : F::kMax;
+}
+
+// `encode(a / scale)`, bit-identical to pkv::fp8_encode(format, a / scale) with an IEEE f32
+// division, for every a and scale. The magnitude |a| / |scale| is correctly rounded (as the
+// division is: rounding to nearest is symmetric), its sign is the XOR of the operands' signs
+// (also for zeros and infinities, as IEEE division gives it). Modes, uniform per tensor and
+// chosen once from the scale:
+// - kFast: |scale| in [2^-40, 2^40]: y = RN(1/|scale|), q0 = RN(|a| y), then two Markstein
+//   corrections q' = RN(q + RN(|a| - |scale| q) y). The first makes q faithful (q0 is within
+//   1.5 ulp of the quotient), the second then yields the correctly rounded quotient
+//   (Markstein's theorem: y within half an ulp of 1/b, q faithful, residual exact). The proof
+//   needs no underflow or overflow, which holds wherever the quotient's last bits matter:
+//   quotients below 2^-19 encode to zero and above 2^19 saturate, and in between |a| and the
+//   residual are normal for |scale| in this range. A quotient that overflows gives an infinite
+//   q0 and a NaN after the corrections, which fp8_code_fast saturates as the infinity would
+//   be; a NaN code therefore comes from a NaN input only.
+//   (Powers of two get exact products: the corrections change nothing.)
+// - kDivide: any other scale (zero, subnormal, beyond 2^40, inf, NaN): the IEEE division, whose
+//   NaN quotients (0/0, inf/inf, NaN scale) give the NaN code.
+enum QuantMode { kFast, kDivide };
+
+struct Quotient {
+    int mode;
+    float mag;      // |scale|
+    float inv;      // RN(1 / |scale|)
+    uint32_t sign;  // sign bit of the scale, at bit 31
+};
+
+PKV_DEVICE Quotient make_quotient(float scale) {
+    const uint32_t kFastLo = static_cast<uint32_t>(127 - 40) << 23;  // 2^-40
+    const uint32_t kFastHi = static_cast<uint32_t>(127 + 40) << 23;  // 2^40
+    Quotient r;
+    const uint32_t bits = __float_as_uint(scale);
+    const uint32_t mag = bits & 0x7fffffffu;
+    r.sign = bits & 0x80000000u;
+    r.mag = __uint_as_float(mag);
+    r.inv = 1.0f / r.mag;
+    r.mode = mag >= kFastLo && mag <= kFastHi ? kFast : kDivide;
+    return r;
+}
+
+// |a| / |scale| (av = |a|), correctly rounded.
+template <int kMode>
+PKV_DEVICE float quotient(const Quotient& s, float av) {
+    PKV_NO_CONTRACT
+    if (kMode == kDivide) return av / s.mag;
+    // Explicit rounding steps: a contracted q + magic (an FMA) would skip the rounding of q.
+    float q = __fmul_rn(av, s.inv);
+    q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
+    q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
+    return q;
+}
+
+template <int kFormat, int kMode>
+PKV_DEVICE uint32_t quantize_one(const Quotient& s, float a) {
+    typedef Fp8Fmt<kFormat> F;
+    const uint32_t abits = __float_as_uint(a);
+    const float q = quotient<kMode>(s, __uint_as_float(abits & 0x7fffffffu));
+    const uint32_t code = fp8_code_fast<kFormat>(q);
+    const uint32_t sign = ((abits ^ s.sign) >> 24) & 0x80u;
+    uint32_t out = F::kNegZero ? (code | sign) : (code != 0 ? (code | sign) : 0u);
+    const uint32_t nan_test = kMode == kDivide ? __float_as_uint(q) : (abits & 0x7fffffffu);
+    if (nan_test > 0x7f800000u) out = F::kNan;
+    return out;
+}
+
+// 8 source elements -> 8 fp8 codes (little-endian bytes of two words), element by element:
+// f32 sources, chunks holding a NaN, and the kDivide mode.
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE Raw8<uint8_t> quantize8_each(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+    Raw8<uint8_t> out;
 #pragma unroll
-        for (int i = 0; i < CHUNK; ++i) {
-            // IEEE f32 division, as the CPU backend's `v / scale`.
-            out.set(i, fp8_encode(format, Elem<kSrc>::to_f32(in.get(i)) / scale));
+    for (int w = 0; w < 2; ++w) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            word |= quantize_one<kFp8, kMode>(s, Elem<kSrc>::to_f32(in.get(4 * w + i))) << (8 * i);
+        out.w[w] = word;
+    }
+    return out;
+}
+
+// Bit 15 of each 16-bit half set when that bf16 (f16) half is a NaN: |h| > the infinity's
+// bits, tested for both halves at once (|h| + (0x7fff - inf) carries into bit 15).
+template <int kSrc>
+PKV_DEVICE uint32_t nan_halves(uint32_t w) {
+    const uint32_t kGap = kSrc == PKV_DT_BF16 ? 0x007fu : 0x03ffu;  // 0x7fff - 0x7f80 / 0x7c00
+    return ((w & 0x7fff7fffu) + (kGap | (kGap << 16))) & 0x80008000u;
+}
+
+// 2-byte sources: codes from the magnitudes, then the four sign bits of a word in one byte
+// permute (bits 15 and 31 of two source words to bits 7, 15, 23, 31). The NaN code does not
+// carry a sign, so chunks with a NaN take quantize8_each (rare).
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+    typedef Fp8Fmt<kFp8> F;
+    const uint32_t kSignBits = 0x80808080u;
+    const uint32_t kSignsOfHalves = 0x7531;  // __byte_perm selector: bytes 1, 3 of x, then of y
+    if (kMode == kDivide || sizeof(typename Elem<kSrc>::raw) != 2 ||
+        (nan_halves<kSrc>(in.w[0]) | nan_halves<kSrc>(in.w[1]) | nan_halves<kSrc>(in.w[2]) |
+         nan_halves<kSrc>(in.w[3])) != 0) {
+        return quantize8_each<kSrc, kFp8, kMode>(in, s);
+    }
+    const uint32_t scale_signs = s.sign ? kSignBits : 0u;
+    Raw8<uint8_t> out;
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float av = __uint_as_float(__float_as_uint(Elem<kSrc>::to_f32(in.get(4 * w + i))) & 0x7fffffffu);
+            word |= fp8_code_fast<kFp8>(quotient<kMode>(s, av)) << (8 * i);
         }
-        return out;
+        uint32_t signs = (__byte_perm(in.w[2 * w], in.w[2 * w + 1], kSignsOfHalves) & kSignBits) ^ scale_signs;
+        // fnuz has no negative zero (0x80 is its NaN): zero codes keep no sign. Codes are at
+        // most 0x7f, so code + 0x7f carries into bit 7 exactly when the code is nonzero.
+        if (!F::kNegZero) signs &= (word + 0x7f7f7f7fu) & kSignBits;
+        out.w[w] = word | signs;
+    }
+    return out;
+}
+
+// Source elements -> cache elements: a raw copy, or fp8 quantisation (kFp8 = PKV_FP8_*).
+template <int kSrc, int kFp8, int kMode>
+struct Convert {
+    typedef uint8_t DRaw;
+    static PKV_DEVICE Raw8<DRaw> run(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+        return quantize8<kSrc, kFp8, kMode>(in, s);
     }
 };
-
-struct TensorJob {
-    const void* src;         // [>= num_tokens, num_kv_heads, head_size]
-    const int64_t* strides;  // of src
-    bool src_contig;
-    void* cache;
-    pkv_cache_addr addr;
-    int run;
-    bool token_fastest;
-    float scale;
+template <int kSrc, int kMode>
+struct Convert<kSrc, PKV_FP8_NONE, kMode> {
+    typedef typename Elem<kSrc>::raw DRaw;
+    static PKV_DEVICE Raw8<DRaw> run(const Raw8<DRaw>& in, const Quotient&) { return in; }
 };
 
-template <int kSrc, bool kQuant>
-PKV_DEVICE void write_tensor(const TensorJob& job, const int64_t* slots, int64_t t0, int h, int head_size,
-                             int block_size, int fp8_format) {
+// ------------------------------------------------------------------------------------------
+// The writer
+// ------------------------------------------------------------------------------------------
+
+// One tensor's side of a write, uniform over the work-group.
+struct TensorJob {
+    const void* src;         // [>= num_tokens, num_kv_heads, head_size], strides
+    const int64_t* strides;  // of src
+    bool src_contig;         // 8 elements along head_size are one aligned access
+    void* cache;             // addr
+    pkv_cache_addr addr;
+    int run;                 // destination elements contiguous along head_size: 8, 4 or 1
+    bool token_vectors;      // slot stride 1, 8-aligned: 8 consecutive slots are one store
+};
+
+// What one thread writes: 8 tokens (at t0 + k * step) of one head, dims d0 .. d0 + 7.
+struct ThreadWork {
+    int64_t t0;
+    int step;
+    int h;
+    int d0;
+};
+
+PKV_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Slot of token t, or -1 when it is skipped: past slot_mapping, negative (padding), or past
+// the cache (an out-of-range slot cannot be reported without a host sync).
+PKV_DEVICE int64_t read_slot(const pkv_write_params& p, int64_t t) {
+    if (t >= p.num_tokens) return -1;
+    const int64_t s = p.slot_mapping[t * p.slot_stride];
+    return s < p.num_slots ? s : -1;
+}
+
+// Block and offset of a valid slot: a 32-bit division when every slot fits (always, for any
+// cache a GPU can hold), else bitwise long division, slow but small: a 64-bit division would
+// bring its subroutine's registers into every writer.
+PKV_DEVICE void split_slot(int64_t slot, int block_size, bool narrow, int64_t& b, int64_t& o) {
+    const uint32_t bs = static_cast<uint32_t>(block_size);
+    if (narrow) {
+        const uint32_t s = static_cast<uint32_t>(slot);
+        const uint32_t q = s / bs;
+        b = q;
+        o = s - q * bs;
+    } else {
+        const uint64_t s = static_cast<uint64_t>(slot);
+        uint64_t q = 0, r = 0;
+#pragma unroll 1
+        for (int i = 63; i >= 0; --i) {
+            r = (r << 1) | ((s >> i) & 1u);
+            if (r >= bs) {
+                r -= bs;
+                q |= 1ull << i;
+            }
+        }
+        b = static_cast<int64_t>(q);
+        o = static_cast<int64_t>(r);
+    }
+}
+
+// Dims d0 .. head_size - 1 (< 8 of them) of each token, element by element: head sizes that
+// are not a multiple of 8 (NHD, f32 split caches). Rare, so kept small: tokens in a loop that
+// is not unrolled, slots read again.
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE void write_tail(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w, const Quotient& s) {
     typedef typename Elem<kSrc>::raw SRaw;
-    typedef typename Select<kQuant, uint8_t, SRaw>::type DRaw;
+    typedef Convert<kSrc, kFp8, kMode> Conv;
+    typedef typename Conv::DRaw DRaw;
     const SRaw* src = static_cast<const SRaw*>(job.src);
     DRaw* cache = static_cast<DRaw*>(job.cache);
-    // head_size is a multiple of 8 for attention; writes accept any, the tail chunk goes
-    // element by element.
-    const int nchunks = (head_size + CHUNK - 1) / CHUNK;
-    const int units = WRITE_TOKENS * nchunks;
-    for (int u = threadIdx.x; u < units; u += WRITE_THREADS) {
-        int tl, c;
-        if (job.token_fastest) {
-            tl = u % WRITE_TOKENS;
-            c = u / WRITE_TOKENS;
-        } else {
-            c = u % nchunks;
-            tl = u / nchunks;
-        }
-        const int64_t slot = slots[tl];
+    const bool narrow = p.num_slots <= 0xffffffffll;
+    const int valid = p.head_size - w.d0;
+#pragma unroll 1
+    for (int k = 0; k < GROUP; ++k) {
+        const int64_t t = w.t0 + static_cast<int64_t>(k) * w.step;
+        const int64_t slot = read_slot(p, t);
         if (slot < 0) continue;
-        const int64_t b = slot / block_size;
-        const int64_t o = slot - b * block_size;
-        const int64_t t = t0 + tl;
-        const SRaw* row = src + t * job.strides[0] + h * job.strides[1] + static_cast<int64_t>(c) * CHUNK * job.strides[2];
-        const int64_t base = b * job.addr.blk + h * job.addr.head + o * job.addr.tok;
-        const int valid = head_size - c * CHUNK;
-        if (valid >= CHUNK) {
-            const Raw8<SRaw> in = load8(row, job.strides[2], job.src_contig);
-            const Raw8<DRaw> out = Convert<kSrc, kQuant>::run(in, job.scale, fp8_format);
-            store8(cache, base, job.addr, c * CHUNK, job.run, out);
-        } else {
-            for (int i = 0; i < valid; ++i) {
-                Raw8<SRaw> in;
-                in.clear();
-                in.set(0, row[i * job.strides[2]]);
-                const Raw8<DRaw> out = Convert<kSrc, kQuant>::run(in, job.scale, fp8_format);
-                cache[base + dim_offset(job.addr, c * CHUNK + i)] = out.get(0);
+        int64_t b, o;
+        split_slot(slot, p.block_size, narrow, b, o);
+        const int64_t base = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
+        const SRaw* e = src + t * job.strides[0] + w.h * job.strides[1] + w.d0 * job.strides[2];
+        Raw8<SRaw> in;
+        in.clear();
+        // Unrolled with predicates: a run-time index into a register array would put it in
+        // local memory.
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i, e += job.strides[2])
+            if (i < valid) in.set(i, *e);
+        const Raw8<DRaw> out = Conv::run(in, s);
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i)
+            if (i < valid) cache[base + dim_offset(job.addr, w.d0 + i)] = out.get(i);
+    }
+}
+
+// The slots and source rows (dims d0 .. d0+7) of a thread's 8 tokens. Every load is issued
+// before any result is used, with no branch between them: tokens past the end read the last
+// row again (valid memory) and are marked skipped afterwards, and rows are read whatever their
+// slot (skipped tokens, padding, are rare). One memory round trip per thread instead of one
+// per token.
+template <typename SRaw>
+PKV_DEVICE void load_group(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                           int64_t (&slots)[GROUP], Raw8<SRaw> (&in)[GROUP]) {
+    const SRaw* src = static_cast<const SRaw*>(job.src) + w.h * job.strides[1] + w.d0 * job.strides[2];
+    const int64_t last = p.num_tokens - 1;
+    if (job.src_contig) {
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) {
+            const int64_t t = min64(w.t0 + static_cast<int64_t>(k) * w.step, last);
+            slots[k] = p.slot_mapping[t * p.slot_stride];
+            in[k].load_all(src + t * job.strides[0]);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) {
+            const int64_t t = min64(w.t0 + static_cast<int64_t>(k) * w.step, last);
+            slots[k] = p.slot_mapping[t * p.slot_stride];
+            in[k] = load8(src + t * job.strides[0], job.strides[2], false);
+        }
+    }
+    // Skipped: past slot_mapping, negative (padding), or past the cache (an out-of-range slot
+    // cannot be reported without a host sync).
+#pragma unroll
+    for (int k = 0; k < GROUP; ++k) {
+        if (w.t0 + static_cast<int64_t>(k) * w.step > last || slots[k] >= p.num_slots) slots[k] = -1;
+    }
+}
+
+// Per-token stores: 8 tokens interleaved with the neighbouring lane's.
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                                const Quotient& s) {
+    typedef typename Elem<kSrc>::raw SRaw;
+    typedef Convert<kSrc, kFp8, kMode> Conv;
+    typedef typename Conv::DRaw DRaw;
+    DRaw* cache = static_cast<DRaw*>(job.cache);
+    int64_t slots[GROUP];
+    Raw8<SRaw> in[GROUP];
+    load_group(p, job, w, slots, in);
+    const bool narrow = p.num_slots <= 0xffffffffll;
+    // Consecutive slots inside one block (an engine's step): one division, offsets by adding.
+    bool run = slots[0] >= 0;
+#pragma unroll
+    for (int k = 1; k < GROUP; ++k) run = run && slots[k] == slots[0] + k * w.step;
+    int64_t b0 = 0, o0 = 0;
+    if (run) {
+        split_slot(slots[0], p.block_size, narrow, b0, o0);
+        run = o0 + (GROUP - 1) * w.step < p.block_size;
+    }
+    if (run) {
+        const int64_t base = b0 * job.addr.blk + w.h * job.addr.head + o0 * job.addr.tok;
+        const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) store8(cache, base + k * step, job.addr, w.d0, job.run, Conv::run(in[k], s));
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < GROUP; ++k) {
+        if (slots[k] < 0) continue;
+        int64_t b, o;
+        split_slot(slots[k], p.block_size, narrow, b, o);
+        const int64_t base = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
+        store8(cache, base, job.addr, w.d0, job.run, Conv::run(in[k], s));
+    }
+}
+
+// Token-vector stores (split values: slot stride 1): 8 consecutive tokens, transposed in
+// registers and converted one dim at a time (only one dim's quantiser temporaries live).
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                                    const Quotient& s) {
+    typedef typename Elem<kSrc>::raw SRaw;
+    typedef Convert<kSrc, kFp8, kMode> Conv;
+    typedef typename Conv::DRaw DRaw;
+    DRaw* cache = static_cast<DRaw*>(job.cache);
+    int64_t slots[GROUP];
+    Raw8<SRaw> in[GROUP];
+    load_group(p, job, w, slots, in);
+    const bool narrow = p.num_slots <= 0xffffffffll;
+    // One vector per dim when the 8 slots are consecutive, start 8-aligned and stay inside one
+    // block (skipped slots read as -1 and break the run). Otherwise each token's cache offset
+    // (-1: skipped) for element stores.
+    bool vec = slots[0] >= 0;
+#pragma unroll
+    for (int k = 1; k < GROUP; ++k) vec = vec && slots[k] == slots[0] + k;
+    // slots[] becomes each token's cache offset in place (-1: skipped): no second array.
+    int64_t* base = slots;
+    if (vec) {
+        int64_t b0, o0;
+        split_slot(slots[0], p.block_size, narrow, b0, o0);
+        vec = (o0 & (GROUP - 1)) == 0 && o0 + GROUP <= p.block_size;
+        if (vec) base[0] = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
+    }
+    if (!vec && kFp8 == PKV_FP8_NONE) {
+        // Copies need no conversion: token by token, one offset live at a time.
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) {
+            if (slots[k] < 0) continue;
+            int64_t b, o;
+            split_slot(slots[k], p.block_size, narrow, b, o);
+            const int64_t off = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
+#pragma unroll
+            for (int j = 0; j < CHUNK; ++j) cache[off + dim_offset(job.addr, w.d0 + j)] = in[k].get(j);
+        }
+        return;
+    }
+    if (!vec) {
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) {
+            if (slots[k] >= 0) {
+                int64_t b, o;
+                split_slot(slots[k], p.block_size, narrow, b, o);
+                base[k] = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
             }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < CHUNK; ++j) {
+        Raw8<SRaw> t;
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) t.set(k, in[k].get(j));
+        const Raw8<DRaw> out = Conv::run(t, s);
+        const int64_t dim = dim_offset(job.addr, w.d0 + j);
+        if (vec) {
+            out.store_all(cache + base[0] + dim);
+        } else {
+#pragma unroll
+            for (int k = 0; k < GROUP; ++k)
+                if (base[k] >= 0) cache[base[k] + dim] = out.get(k);
         }
     }
 }
 
-template <int kSrc, bool kQuant, bool kPacked>
-__global__ void __launch_bounds__(WRITE_THREADS) write_kv_kernel(pkv_write_params p_arg) {
-    __shared__ int64_t slots[WRITE_TOKENS];
+template <int kSrc, int kFp8, int kMode, bool kTail>
+PKV_DEVICE void write_job(const pkv_write_params& p, const TensorJob& job, int64_t tile, int lane, int h, int d0,
+                          const Quotient& s) {
+    if (kTail) {
+        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
+        write_tail<kSrc, kFp8, kMode>(p, job, w, s);
+    } else if (job.token_vectors) {
+        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
+        write_token_vectors<kSrc, kFp8, kMode>(p, job, w, s);
+    } else {
+        const ThreadWork w = {tile * TILE_TOKENS + lane, PAIR, h, d0};
+        write_per_token<kSrc, kFp8, kMode>(p, job, w, s);
+    }
+}
+
+// Chunks of 8 dims a launch covers: every whole one (main kernel), or the last, partial one
+// (kTail: head sizes that are not a multiple of 8; a second, small launch).
+PKV_DEVICE uint32_t launch_chunks(int head_size, bool tail) {
+    return tail ? 1u : static_cast<uint32_t>(head_size) / CHUNK;
+}
+
+// Threads per tensor of one launch: tiles x heads x chunks x PAIR (the host checked that the
+// count over all chunks, work_items, fits in 31 bits).
+PKV_DEVICE uint32_t launch_items(const pkv_write_params& p, bool tail) {
+    const uint32_t tiles = static_cast<uint32_t>((p.num_tokens + TILE_TOKENS - 1) / TILE_TOKENS);
+    return tiles * static_cast<uint32_t>(p.num_kv_heads) * launch_chunks(p.head_size, tail) * PAIR;
+}
+
+template <int kSrc, int kFp8, bool kPacked, bool kTail>
+__global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kMinBlocks))
+    write_kv_kernel(pkv_write_params p_arg) {
 #if defined(PKV_HIP)
     // As in attention.hip: AMD would hold every kernel argument in scalar registers (and spill
     // some); read from LDS they become broadcast loads into vector registers.
@@ -144,66 +554,98 @@ __global__ void __launch_bounds__(WRITE_THREADS) write_kv_kernel(pkv_write_param
 #else
     const pkv_write_params& p = p_arg;
 #endif
-    const int64_t t0 = static_cast<int64_t>(blockIdx.x) * WRITE_TOKENS;
-    const int h = blockIdx.y;
-    if (threadIdx.x < WRITE_TOKENS) {
-        const int64_t t = t0 + threadIdx.x;
-        int64_t slot = -1;
-        if (t < p.num_tokens) {
-            slot = p.slot_mapping[t * p.slot_stride];
-            // Out-of-range slots cannot be reported without a host sync: they are skipped.
-            if (slot >= p.num_slots) slot = -1;
-        }
-        slots[threadIdx.x] = slot;
-    }
-    __syncthreads();
+    // No barrier below: threads past the work end may leave.
+    const uint32_t item = blockIdx.x * WRITE_THREADS + threadIdx.x;
+    if (item >= launch_items(p, kTail)) return;
+    // item = ((tile * num_kv_heads + h) * chunks + c) * PAIR + lane.
+    const uint32_t chunks = launch_chunks(p.head_size, kTail);
+    const int lane = static_cast<int>(item % PAIR);
+    uint32_t rest = item / PAIR;
+    const int d0 = static_cast<int>(kTail ? static_cast<uint32_t>(p.head_size) / CHUNK : rest % chunks) * CHUNK;
+    rest /= chunks;
+    const int h = static_cast<int>(rest % static_cast<uint32_t>(p.num_kv_heads));
+    const int64_t tile = rest / static_cast<uint32_t>(p.num_kv_heads);
 
-    pkv_cache_addr ka = p.key_addr;
-    pkv_cache_addr va = p.value_addr;
+    const bool is_key = blockIdx.y == TENSOR_KEY;
+    pkv_cache_addr addr = is_key ? p.key_addr : p.value_addr;
     if (kPacked) {
         // reshape_and_cache: key [B, H, D/x, bs, x], value [B, H, D, bs], packed.
-        typedef typename Select<kQuant, uint8_t, typename Elem<kSrc>::raw>::type DRaw;
+        typedef typename Convert<kSrc, kFp8, kFast>::DRaw DRaw;
         const int x_shift = sizeof(DRaw) == 1 ? 4 : (sizeof(DRaw) == 2 ? 3 : 2);  // x = 16 / itemsize
         // The host proved these products fit in 32 bits (it checks the packed strides).
         const int bs = p.block_size;
         const int per_head = p.head_size * bs;
-        const int per_block = per_head * p.num_kv_heads;
-        ka.blk = per_block;
-        ka.head = per_head;
-        ka.dhi = bs << x_shift;
-        ka.tok = 1 << x_shift;
-        ka.dlo = 1;
-        ka.x_shift = x_shift;
-        va.blk = per_block;
-        va.head = per_head;
-        va.dhi = bs;
-        va.tok = 1;
-        va.dlo = 0;
-        va.x_shift = 0;
+        addr.blk = per_head * p.num_kv_heads;
+        addr.head = per_head;
+        if (is_key) {
+            addr.dhi = bs << x_shift;
+            addr.tok = 1 << x_shift;
+            addr.dlo = 1;
+            addr.x_shift = x_shift;
+        } else {
+            addr.dhi = bs;
+            addr.tok = 1;
+            addr.dlo = 0;
+            addr.x_shift = 0;
+        }
     }
-    const float k_scale = p.k_scale ? *p.k_scale : 1.0f;
-    const float v_scale = p.v_scale ? *p.v_scale : 1.0f;
-    TensorJob key = {p.key,          p.key_strides, p.key_src_contig != 0, p.key_cache, ka, p.key_run,
-                     p.key_token_fastest != 0, k_scale};
-    TensorJob value = {p.value,          p.value_strides, p.value_src_contig != 0, p.value_cache, va, p.value_run,
-                       p.value_token_fastest != 0, v_scale};
-    write_tensor<kSrc, kQuant>(key, slots, t0, h, p.head_size, p.block_size, p.fp8_format);
-    write_tensor<kSrc, kQuant>(value, slots, t0, h, p.head_size, p.block_size, p.fp8_format);
+    TensorJob job;
+    job.src = is_key ? p.key : p.value;
+    job.strides = is_key ? p.key_strides : p.value_strides;
+    job.src_contig = (is_key ? p.key_src_contig : p.value_src_contig) != 0;
+    job.cache = is_key ? p.key_cache : p.value_cache;
+    job.addr = addr;
+    job.run = is_key ? p.key_run : p.value_run;
+    job.token_vectors = !is_key && p.value_vec != 0;
+    if (kFp8 == PKV_FP8_NONE) {
+        const Quotient none = {kFast, 1.0f, 1.0f, 0u};
+        write_job<kSrc, kFp8, kFast, kTail>(p, job, tile, lane, h, d0, none);
+    } else {
+        const float* scale_ptr = is_key ? p.k_scale : p.v_scale;
+        const Quotient s = make_quotient(scale_ptr ? *scale_ptr : 1.0f);
+        if (s.mode == kFast) {
+            write_job<kSrc, kFp8, kFast, kTail>(p, job, tile, lane, h, d0, s);
+        } else {
+            write_job<kSrc, kFp8, kDivide, kTail>(p, job, tile, lane, h, d0, s);
+        }
+    }
 }
 
-template <int kSrc, bool kQuant, bool kPacked>
+template <int kSrc, int kFp8, bool kPacked>
 pkv_error_t launch(const pkv_write_params& p, pkv_stream_t stream) {
-    const dim3 grid(static_cast<unsigned>((p.num_tokens + WRITE_TOKENS - 1) / WRITE_TOKENS),
-                    static_cast<unsigned>(p.num_kv_heads));
-    write_kv_kernel<kSrc, kQuant, kPacked><<<grid, WRITE_THREADS, 0, stream>>>(p);
+    // The same counts as launch_items, in 64 bits on the host.
+    const int64_t per_chunk = (p.num_tokens + TILE_TOKENS - 1) / TILE_TOKENS * p.num_kv_heads * PAIR;
+    const int64_t full_items = per_chunk * (p.head_size / CHUNK);
+    if (full_items > 0) {
+        const dim3 grid(static_cast<unsigned>((full_items + WRITE_THREADS - 1) / WRITE_THREADS), NUM_TENSORS);
+        write_kv_kernel<kSrc, kFp8, kPacked, false><<<grid, WRITE_THREADS, 0, stream>>>(p);
+        const pkv_error_t e = pkv_get_last_error();
+        if (e != pkv_success) return e;
+    }
+    if (p.head_size % CHUNK != 0) {
+        const dim3 grid(static_cast<unsigned>((per_chunk + WRITE_THREADS - 1) / WRITE_THREADS), NUM_TENSORS);
+        write_kv_kernel<kSrc, kFp8, kPacked, true><<<grid, WRITE_THREADS, 0, stream>>>(p);
+    }
     return pkv_get_last_error();
+}
+
+template <int kSrc, int kFp8>
+pkv_error_t launch_packed(const pkv_write_params& p, pkv_stream_t stream) {
+    return p.packed ? launch<kSrc, kFp8, true>(p, stream) : launch<kSrc, kFp8, false>(p, stream);
 }
 
 template <int kSrc>
 pkv_error_t launch_for_source(const pkv_write_params& p, pkv_stream_t stream) {
-    const bool quant = p.fp8_format != PKV_FP8_NONE;
-    if (p.packed) return quant ? launch<kSrc, true, true>(p, stream) : launch<kSrc, false, true>(p, stream);
-    return quant ? launch<kSrc, true, false>(p, stream) : launch<kSrc, false, false>(p, stream);
+    switch (p.fp8_format) {
+        case PKV_FP8_E4M3FN:
+            return launch_packed<kSrc, PKV_FP8_E4M3FN>(p, stream);
+        case PKV_FP8_E4M3FNUZ:
+            return launch_packed<kSrc, PKV_FP8_E4M3FNUZ>(p, stream);
+        case PKV_FP8_E5M2:
+            return launch_packed<kSrc, PKV_FP8_E5M2>(p, stream);
+        default:
+            return launch_packed<kSrc, PKV_FP8_NONE>(p, stream);
+    }
 }
 
 }  // namespace
@@ -211,7 +653,7 @@ pkv_error_t launch_for_source(const pkv_write_params& p, pkv_stream_t stream) {
 
 // Enqueues the cache write on `stream`. Returns the runtime's error code (0 = success).
 extern "C" int pkv_kernel_write_kv_cache(const pkv_write_params* p, void* stream) {
-    if (p->num_tokens <= 0 || p->num_kv_heads <= 0) return 0;
+    if (p->num_tokens <= 0 || p->num_kv_heads <= 0 || p->work_items <= 0) return 0;
     const pkv_stream_t s = static_cast<pkv_stream_t>(stream);
     switch (p->src_dtype) {
         case PKV_DT_F32:

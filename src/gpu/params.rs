@@ -26,6 +26,8 @@ const V_ALONG_TOKENS: i32 = 1;
 const CHUNK: i64 = 8;
 /// Widest single access the kernels issue.
 const MAX_ACCESS_BYTES: i64 = 16;
+/// Tokens per tile of the cache writer (`TILE_TOKENS` in kernels/write_kv.hip).
+const WRITE_TILE_TOKENS: i64 = 16;
 
 /// `pkv_cache_addr`: element (b, h, d, o) at
 /// `b*blk + h*head + (d >> x_shift)*dhi + o*tok + (d & (2^x_shift - 1))*dlo`.
@@ -68,8 +70,8 @@ pub(crate) struct WriteParams {
     pub(crate) value_src_contig: i32,
     pub(crate) key_run: i32,
     pub(crate) value_run: i32,
-    pub(crate) key_token_fastest: i32,
-    pub(crate) value_token_fastest: i32,
+    pub(crate) value_vec: i32,
+    pub(crate) work_items: i32,
 }
 
 /// `pkv_attention_params`.
@@ -214,6 +216,21 @@ fn token_fastest(a: &CacheAddr, itemsize: i64) -> i32 {
     (a.tok as i64 * itemsize <= MAX_ACCESS_BYTES) as i32
 }
 
+/// The writer may store 8 consecutive slots of one dim as one access: the value layout keeps
+/// slots adjacent (split values `[.., head_size, block_size]`; not when dims are adjacent too,
+/// block size 1) and every run start that is 8-aligned within its block is aligned for it.
+fn value_token_vectors(a: &CacheAddr, base: usize, block_size: i64, itemsize: i64) -> bool {
+    let align = (CHUNK * itemsize).min(MAX_ACCESS_BYTES);
+    a.x_shift == 0
+        && a.tok == 1
+        && a.dhi != 1
+        && block_size >= CHUNK
+        && all_aligned(
+            &[base as i64, a.blk as i64 * itemsize, a.head as i64 * itemsize, a.dhi as i64 * itemsize],
+            align,
+        )
+}
+
 /// 8 elements along the last dim of a `[rows, heads, head_size]` tensor are one aligned access.
 fn rows_contiguous(t: &TensorDesc) -> bool {
     let es = t.dtype.size_bytes() as i64;
@@ -243,6 +260,15 @@ pub(crate) fn write_params(p: &WriteProblem) -> Result<WriteParams> {
     let key_run = run_along_d(&ka, g.key_addr, es);
     let value_run = run_along_d(&va, g.value_addr, es);
     let head_size = fits_i32(p.head_size, "head_size")?;
+    // One thread per (16-token tile, kv head, 8-element chunk, half tile) and tensor; the
+    // kernel splits the index in 32 bits.
+    let work_items = fits_i32(
+        ((p.num_tokens + WRITE_TILE_TOKENS - 1) / WRITE_TILE_TOKENS)
+            .saturating_mul(p.num_kv_heads)
+            .saturating_mul((p.head_size + CHUNK - 1) / CHUNK)
+            .saturating_mul(WRITE_TILE_TOKENS / CHUNK),
+        "the cache writer's thread count (num_tokens * num_kv_heads * head_size / 64)",
+    )?;
     let src_contig = |t: &TensorDesc| (rows_contiguous(t) && p.head_size % CHUNK == 0) as i32;
     Ok(WriteParams {
         key: p.key.addr,
@@ -269,8 +295,8 @@ pub(crate) fn write_params(p: &WriteProblem) -> Result<WriteParams> {
         value_src_contig: src_contig(&p.value),
         key_run,
         value_run,
-        key_token_fastest: token_fastest(&ka, es),
-        value_token_fastest: token_fastest(&va, es),
+        value_vec: value_token_vectors(&va, g.value_addr, g.block_size, es) as i32,
+        work_items,
     })
 }
 
@@ -380,10 +406,19 @@ mod tests {
         let nhd = CacheAddr { blk: 16 * 4 * 64, head: 64, dhi: 1, tok: 4 * 64, dlo: 0, x_shift: 0 };
         assert_eq!(run_along_d(&nhd, 0x1000, 2), 8);
         assert_eq!(token_fastest(&nhd, 2), 0);
-        // Split values: dims bs apart, no run along d.
+        // Split values: dims bs apart, no run along d; 8 consecutive slots are one access.
         let split_v = CacheAddr { blk: 16 * 4 * 64, head: 64 * 16, dhi: 16, tok: 1, dlo: 0, x_shift: 0 };
         assert_eq!(run_along_d(&split_v, 0x1000, 2), 1);
         assert_eq!(token_fastest(&split_v, 2), 1);
+        assert!(value_token_vectors(&split_v, 0x1000, 16, 2));
+        // ... unless a run start can be misaligned, slots are not adjacent, or blocks are short.
+        assert!(!value_token_vectors(&split_v, 0x1008, 16, 2));
+        assert!(!value_token_vectors(&CacheAddr { blk: 16 * 4 * 64 + 4, ..split_v }, 0x1000, 16, 2));
+        assert!(!value_token_vectors(&nhd, 0x1000, 16, 2));
+        assert!(!value_token_vectors(&CacheAddr { dhi: 1, head: 64, ..split_v }, 0x1000, 1, 2));
+        assert!(!value_token_vectors(&CacheAddr { dhi: 4, head: 64 * 4, ..split_v }, 0x1000, 4, 2));
+        // fp8 split values: 8-byte runs.
+        assert!(value_token_vectors(&CacheAddr { blk: 16 * 4 * 64 + 8, ..split_v }, 0x1008, 16, 1));
     }
 
     #[test]
