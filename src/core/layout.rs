@@ -2,7 +2,7 @@
 //! native-layout predicate, and the per-semantic-dimension addressing every reader and writer
 //! uses (so K/V-first, blocks-first, hybrid-interleaved and NHD caches are one code path).
 
-use crate::core::dtype::{DType, KvLayout, x_for};
+use crate::core::dtype::{DType, Device, KvLayout, x_for};
 use crate::core::status::{Result, Status};
 use crate::core::tensor::{TensorDesc, expect_dim, expect_ndim, expect_same_device, expect_writable_strides};
 
@@ -72,6 +72,14 @@ impl CacheGeometry {
     /// Elements from the value cache's first addressed element to one past its last.
     pub fn value_extent_elems(&self) -> i64 {
         self.extent(|b, h, d, t| self.value.offset(b, h, d, t))
+    }
+
+    /// One cache (`key` or value) as a flat 1-D descriptor over its whole extent, for code that
+    /// addresses it through this geometry.
+    pub fn extent_desc(&self, key: bool, device: Device) -> TensorDesc {
+        let (addr, n) =
+            if key { (self.key_addr, self.key_extent_elems()) } else { (self.value_addr, self.value_extent_elems()) };
+        TensorDesc::contiguous(addr, device, self.dtype, &[n])
     }
 
     fn extent(&self, offset: impl Fn(i64, i64, i64, i64) -> i64) -> i64 {
@@ -281,7 +289,6 @@ pub fn split_kv_cache(kv_cache: &TensorDesc, num_kv_heads: i64, head_size: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::dtype::Device;
 
     fn combined(dtype: DType, nb: i64, bs: i64, h: i64, d: i64, hybrid: bool) -> TensorDesc {
         let hidden = bs * h * d;

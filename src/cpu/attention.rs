@@ -5,7 +5,6 @@
 use crate::core::attention::{AttentionProblem, BatchValues, check_batch_values};
 use crate::core::fp8;
 use crate::core::status::Result;
-use crate::core::tensor::TensorDesc;
 use crate::cpu::host_memory::{HostTensor, read_scale};
 
 /// Scalars resolved once per call.
@@ -80,7 +79,12 @@ impl Context<'_> {
         let q_len = self.qsl[s + 1] as i64 - q_start;
         // SAFETY: the C API's contract (as in `paged_attention`).
         let (query, output) = unsafe { (HostTensor::new(&p.query), HostTensor::new(&p.output)) };
-        let (kc, vc) = unsafe { (HostTensor::new(&cache_desc(p, true)), HostTensor::new(&cache_desc(p, false))) };
+        let (kc, vc) = unsafe {
+            (
+                HostTensor::new(&p.geometry.extent_desc(true, p.device)),
+                HostTensor::new(&p.geometry.extent_desc(false, p.device)),
+            )
+        };
         let (alibi, sinks) = unsafe {
             (
                 p.alibi_slopes.as_ref().map(|t| (HostTensor::new(t), *t)),
@@ -159,11 +163,4 @@ impl Context<'_> {
             }
         }
     }
-}
-
-/// A flat descriptor over one cache's whole extent (the geometry addresses into it).
-fn cache_desc(p: &AttentionProblem, key: bool) -> TensorDesc {
-    let g = &p.geometry;
-    let (addr, n) = if key { (g.key_addr, g.key_extent_elems()) } else { (g.value_addr, g.value_extent_elems()) };
-    TensorDesc::contiguous(addr, p.device, g.dtype, &[n])
 }

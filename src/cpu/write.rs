@@ -2,7 +2,6 @@
 
 use crate::core::fp8;
 use crate::core::status::Result;
-use crate::core::tensor::TensorDesc;
 use crate::core::write::{WritePath, WriteProblem, check_slots};
 use crate::cpu::host_memory::{HostTensor, read_scale};
 
@@ -13,8 +12,8 @@ pub fn write_kv_cache(p: &WriteProblem) -> Result<()> {
             HostTensor::new(&p.key),
             HostTensor::new(&p.value),
             HostTensor::new(&p.slot_mapping),
-            HostTensor::new(&cache_desc(p, true)),
-            HostTensor::new(&cache_desc(p, false)),
+            HostTensor::new(&p.geometry.extent_desc(true, p.device)),
+            HostTensor::new(&p.geometry.extent_desc(false, p.device)),
         )
     };
     let slot_stride = p.slot_mapping.strides[0];
@@ -59,11 +58,4 @@ pub fn write_kv_cache(p: &WriteProblem) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A flat descriptor over one cache's whole extent (the geometry addresses into it).
-fn cache_desc(p: &WriteProblem, key: bool) -> TensorDesc {
-    let g = &p.geometry;
-    let (addr, n) = if key { (g.key_addr, g.key_extent_elems()) } else { (g.value_addr, g.value_extent_elems()) };
-    TensorDesc::contiguous(addr, p.device, g.dtype, &[n])
 }
