@@ -200,7 +200,17 @@ impl Reason {
                      group(s)); {split_reason}"
                 )
             }
-            Reason::Gpu { block_size: bs, tile, shared_mem, limit, ctas, target_ctas, cus, table_width, decode_splits } => {
+            Reason::Gpu {
+                block_size: bs,
+                tile,
+                shared_mem,
+                limit,
+                ctas,
+                target_ctas,
+                cus,
+                table_width,
+                decode_splits,
+            } => {
                 let tile_reason = if bs > tile {
                     format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
                 } else if tile % bs.max(1) != 0 {
@@ -311,7 +321,8 @@ pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: boo
         let stats = waves * heads * 2 * 4; // s_ml
         return queries + offsets + probs + partials + stats;
     }
-    let (waves, wave, hpc) = ((DECODE_THREADS / wave_size.max(1)) as u64, wave_size as u64, DECODE_HEADS_PER_CTA as u64);
+    let (waves, wave, hpc) =
+        ((DECODE_THREADS / wave_size.max(1)) as u64, wave_size as u64, DECODE_HEADS_PER_CTA as u64);
     let queries = hpc * max_d * 4; // s_q: f32 queries
     let probs = waves * hpc * wave * 4; // s_p: one wave tile's probabilities per wave
     let value_offsets = waves * wave * 8; // s_vofs: i64 per slot of the wave tile
@@ -543,7 +554,10 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
     // Tensor cores: NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16), queries and
     // cache in the same 16-bit dtype, slots adjacent in the value layout (8 slots of one dim
     // are one operand row segment).
-    let sm = limits.arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
+    let sm = limits
+        .arch
+        .strip_prefix("sm_")
+        .and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
     let tensor_cores = sm.is_some_and(|v| v >= 80)
         && wave == 32
         && matches!(p.query.dtype, DType::F16 | DType::BF16)
