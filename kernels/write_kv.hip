@@ -27,9 +27,15 @@
 //   unaligned runs, random slots) falls back to element stores, correct for every input.
 //
 // fp8: `encode(v / scale)` with the division correctly rounded (IEEE f32, as the CPU's `v /
-// scale`), computed without a per-element division (see Quotient) and encoded branch-free
-// (fp8_encode_fast); inputs or scales outside the ranges where that is proven take the plain
-// division and pkv::fp8_encode.
+// scale`), computed without a per-element division (see Quotient) and encoded by the hardware
+// (NVIDIA sm_89+, e4m3fn/e5m2: cvt.rn.satfinite, two values per instruction, proven against the
+// portable encoder for every f32 by scripts/h200/fp8_cvt_proof.cu) or branch-free
+// (fp8_code_fast: e4m3fnuz, AMD); inputs or scales outside the ranges where that is proven take
+// the plain division and pkv::fp8_encode.
+//
+// The scale is read together with the rows and used after them (one memory round trip), and
+// only valid tokens are converted when a thread's tokens are not one full vector run (a 1-token
+// write converts 8 elements per thread, not 64).
 
 #include "pkv_common.h"
 
@@ -170,6 +176,8 @@ struct Quotient {
     float mag;      // |scale|
     float inv;      // RN(1 / |scale|)
     uint32_t sign;  // sign bit of the scale, at bit 31
+    float val;      // scale (kFast: the signed operands of quotient_signed)
+    float vinv;     // RN(1 / scale) = -RN(1 / |scale|) for negative scales
 };
 
 PKV_DEVICE Quotient make_quotient(float scale) {
@@ -182,6 +190,8 @@ PKV_DEVICE Quotient make_quotient(float scale) {
     r.mag = __uint_as_float(mag);
     r.inv = 1.0f / r.mag;
     r.mode = mag >= kFastLo && mag <= kFastHi ? kFast : kDivide;
+    r.val = scale;
+    r.vinv = __uint_as_float(__float_as_uint(r.inv) | r.sign);
     return r;
 }
 
@@ -195,6 +205,62 @@ PKV_DEVICE float quotient(const Quotient& s, float av) {
     q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
     q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
     return q;
+}
+
+// a / scale with both signs (kFast), for the hardware encoder: the same three roundings as
+// quotient<kFast>, on signed operands. Round-to-nearest-even and the FMA are symmetric under
+// negation, so every nonzero result is the negated magnitude result; a zero result may come
+// out as +0 where the quotient is -0 (e.g. -0 / 1: RN(+0 + -0) = +0), which the caller's OR of
+// the sign bits (sign(a) XOR sign(scale)) corrects. A set sign bit is always right.
+PKV_DEVICE float quotient_signed(const Quotient& s, float a) {
+    PKV_NO_CONTRACT
+    float q = __fmul_rn(a, s.vinv);
+    q = fmaf(fmaf(-s.val, q, a), s.vinv, q);
+    q = fmaf(fmaf(-s.val, q, a), s.vinv, q);
+    return q;
+}
+
+// Hardware f32 -> fp8 conversion (NVIDIA sm_89+, OCP formats e4m3fn and e5m2): cvt.rn.satfinite
+// rounds to nearest even and saturates every finite value and infinity to the largest finite
+// value with its sign, as pkv::fp8_encode does; it differs only for NaN inputs (whose code the
+// hardware picks, > kMax in magnitude). scripts/h200/fp8_cvt_proof.cu checks every f32 bit
+// pattern against pkv::fp8_encode on the device. e4m3fnuz (no hardware format) and AMD keep the
+// portable encoder.
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define PKV_FP8_CVT 1
+#endif
+
+template <int kFormat>
+struct Fp8Cvt {
+    static const bool kOn = false;
+};
+#if defined(PKV_FP8_CVT)
+template <>
+struct Fp8Cvt<PKV_FP8_E4M3FN> {
+    static const bool kOn = true;
+};
+template <>
+struct Fp8Cvt<PKV_FP8_E5M2> {
+    static const bool kOn = true;
+};
+#endif
+
+// Codes of two f32 values: hi in bits 8..15, lo in bits 0..7 (bits 16..31 zero).
+template <int kFormat>
+PKV_DEVICE uint32_t fp8x2_cvt(float hi, float lo) {
+#if defined(PKV_FP8_CVT)
+    unsigned short r;
+    if (kFormat == PKV_FP8_E5M2) {
+        asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    } else {
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    }
+    return r;
+#else
+    (void)hi;
+    (void)lo;
+    return 0;
+#endif
 }
 
 template <int kFormat, int kMode>
@@ -234,6 +300,37 @@ PKV_DEVICE uint32_t nan_halves(uint32_t w) {
     return ((w & 0x7fff7fffu) + (kGap | (kGap << 16))) & 0x80008000u;
 }
 
+// 2-byte sources through the hardware conversion (kFast, OCP formats): signed quotients, two
+// per cvt. No NaN test on the inputs: a NaN input, and the NaN that an overflowing quotient
+// (|a| / |scale| >= 2^128, bf16 only) or an infinite input leaves after the corrections, give a
+// code above kMax, and any such code sends the chunk to quantize8_each (rare). Zero codes get
+// their sign from the operands (see quotient_signed).
+template <int kSrc, int kFp8>
+PKV_DEVICE Raw8<uint8_t> quantize8_cvt(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+    typedef Fp8Fmt<kFp8> F;
+    const uint32_t kSignBits = 0x80808080u;
+    const uint32_t kSignsOfHalves = 0x7531;                    // __byte_perm: bytes 1, 3 of x, then of y
+    const uint32_t kOver = (0x7fu - F::kMax) * 0x01010101u;  // code + kOver has bit 7 set iff code > kMax
+    const uint32_t scale_signs = s.sign ? kSignBits : 0u;
+    Raw8<uint8_t> out;
+    uint32_t over = 0;
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
+        const float a0 = Elem<kSrc>::to_f32(in.get(4 * w));
+        const float a1 = Elem<kSrc>::to_f32(in.get(4 * w + 1));
+        const float a2 = Elem<kSrc>::to_f32(in.get(4 * w + 2));
+        const float a3 = Elem<kSrc>::to_f32(in.get(4 * w + 3));
+        const uint32_t c01 = fp8x2_cvt<kFp8>(quotient_signed(s, a1), quotient_signed(s, a0));
+        const uint32_t c23 = fp8x2_cvt<kFp8>(quotient_signed(s, a3), quotient_signed(s, a2));
+        const uint32_t word = __byte_perm(c01, c23, 0x5410);
+        over |= (word & 0x7f7f7f7fu) + kOver;
+        const uint32_t signs = (__byte_perm(in.w[2 * w], in.w[2 * w + 1], kSignsOfHalves) & kSignBits) ^ scale_signs;
+        out.w[w] = word | signs;
+    }
+    if ((over & kSignBits) != 0) return quantize8_each<kSrc, kFp8, kFast>(in, s);
+    return out;
+}
+
 // 2-byte sources: codes from the magnitudes, then the four sign bits of a word in one byte
 // permute (bits 15 and 31 of two source words to bits 7, 15, 23, 31). The NaN code does not
 // carry a sign, so chunks with a NaN take quantize8_each (rare).
@@ -242,6 +339,8 @@ PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, con
     typedef Fp8Fmt<kFp8> F;
     const uint32_t kSignBits = 0x80808080u;
     const uint32_t kSignsOfHalves = 0x7531;  // __byte_perm selector: bytes 1, 3 of x, then of y
+    if (kMode == kFast && sizeof(typename Elem<kSrc>::raw) == 2 && Fp8Cvt<kFp8>::kOn)
+        return quantize8_cvt<kSrc, kFp8>(in, s);
     if (kMode == kDivide || sizeof(typename Elem<kSrc>::raw) != 2 ||
         (nan_halves<kSrc>(in.w[0]) | nan_halves<kSrc>(in.w[1]) | nan_halves<kSrc>(in.w[2]) |
          nan_halves<kSrc>(in.w[3])) != 0) {
@@ -293,6 +392,7 @@ struct TensorJob {
     pkv_cache_addr addr;
     int run;                 // destination elements contiguous along head_size: 8, 4 or 1
     bool token_vectors;      // slot stride 1, 8-aligned: 8 consecutive slots are one store
+    const float* scale;      // fp8: 1-element scale (null: 1.0)
 };
 
 // What one thread writes: 8 tokens (at t0 + k * step) of one head, dims d0 .. d0 + 7.
@@ -407,14 +507,46 @@ PKV_DEVICE void load_group(const pkv_write_params& p, const TensorJob& job, cons
     }
 }
 
-// Per-token stores: 8 tokens interleaved with the neighbouring lane's.
+// The tensor's scale (1 without one). Read before the rows and slots, used after them: the
+// quotient's mode branch (and the reciprocal) would otherwise hold every row load back by one
+// memory round trip.
+template <int kFp8>
+PKV_DEVICE float read_scale(const TensorJob& job) {
+    return kFp8 != PKV_FP8_NONE && job.scale ? *job.scale : 1.0f;
+}
+
+// Per-token stores of 8 loaded tokens (slots: -1 for skipped ones): one slot division for a run
+// of consecutive slots inside one block, else token by token.
 template <int kSrc, int kFp8, int kMode>
-PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
-                                const Quotient& s) {
-    typedef typename Elem<kSrc>::raw SRaw;
+PKV_DEVICE void store_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                                const int64_t (&slots)[GROUP], const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP],
+                                bool run, int64_t b0, int64_t o0, const Quotient& s) {
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
     DRaw* cache = static_cast<DRaw*>(job.cache);
+    if (run) {
+        const int64_t base = b0 * job.addr.blk + w.h * job.addr.head + o0 * job.addr.tok;
+        const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) store8(cache, base + k * step, job.addr, w.d0, job.run, Conv::run(in[k], s));
+        return;
+    }
+    const bool narrow = p.num_slots <= 0xffffffffll;
+#pragma unroll
+    for (int k = 0; k < GROUP; ++k) {
+        if (slots[k] < 0) continue;
+        int64_t b, o;
+        split_slot(slots[k], p.block_size, narrow, b, o);
+        const int64_t base = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
+        store8(cache, base, job.addr, w.d0, job.run, Conv::run(in[k], s));
+    }
+}
+
+// Per-token stores: 8 tokens interleaved with the neighbouring lane's.
+template <int kSrc, int kFp8>
+PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w) {
+    typedef typename Elem<kSrc>::raw SRaw;
+    const float scale = read_scale<kFp8>(job);
     int64_t slots[GROUP];
     Raw8<SRaw> in[GROUP];
     load_group(p, job, w, slots, in);
@@ -428,102 +560,88 @@ PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job,
         split_slot(slots[0], p.block_size, narrow, b0, o0);
         run = o0 + (GROUP - 1) * w.step < p.block_size;
     }
-    if (run) {
-        const int64_t base = b0 * job.addr.blk + w.h * job.addr.head + o0 * job.addr.tok;
-        const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
-#pragma unroll
-        for (int k = 0; k < GROUP; ++k) store8(cache, base + k * step, job.addr, w.d0, job.run, Conv::run(in[k], s));
-        return;
-    }
-#pragma unroll
-    for (int k = 0; k < GROUP; ++k) {
-        if (slots[k] < 0) continue;
-        int64_t b, o;
-        split_slot(slots[k], p.block_size, narrow, b, o);
-        const int64_t base = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
-        store8(cache, base, job.addr, w.d0, job.run, Conv::run(in[k], s));
+    const Quotient s = make_quotient(scale);
+    if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
+        store_per_token<kSrc, kFp8, kFast>(p, job, w, slots, in, run, b0, o0, s);
+    } else {
+        store_per_token<kSrc, kFp8, kDivide>(p, job, w, slots, in, run, b0, o0, s);
     }
 }
 
-// Token-vector stores (split values: slot stride 1): 8 consecutive tokens, transposed in
+// Token-vector stores of 8 consecutive tokens at cache offset `base` (dim 0): transposed in
 // registers and converted one dim at a time (only one dim's quantiser temporaries live).
 template <int kSrc, int kFp8, int kMode>
-PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
-                                    const Quotient& s) {
+PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, int64_t base,
+                                    const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP], const Quotient& s) {
     typedef typename Elem<kSrc>::raw SRaw;
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
     DRaw* cache = static_cast<DRaw*>(job.cache);
-    int64_t slots[GROUP];
-    Raw8<SRaw> in[GROUP];
-    load_group(p, job, w, slots, in);
-    const bool narrow = p.num_slots <= 0xffffffffll;
-    // One vector per dim when the 8 slots are consecutive, start 8-aligned and stay inside one
-    // block (skipped slots read as -1 and break the run). Otherwise each token's cache offset
-    // (-1: skipped) for element stores.
-    bool vec = slots[0] >= 0;
-#pragma unroll
-    for (int k = 1; k < GROUP; ++k) vec = vec && slots[k] == slots[0] + k;
-    // slots[] becomes each token's cache offset in place (-1: skipped): no second array.
-    int64_t* base = slots;
-    if (vec) {
-        int64_t b0, o0;
-        split_slot(slots[0], p.block_size, narrow, b0, o0);
-        vec = (o0 & (GROUP - 1)) == 0 && o0 + GROUP <= p.block_size;
-        if (vec) base[0] = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
-    }
-    if (!vec && kFp8 == PKV_FP8_NONE) {
-        // Copies need no conversion: token by token, one offset live at a time.
-#pragma unroll
-        for (int k = 0; k < GROUP; ++k) {
-            if (slots[k] < 0) continue;
-            int64_t b, o;
-            split_slot(slots[k], p.block_size, narrow, b, o);
-            const int64_t off = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
-#pragma unroll
-            for (int j = 0; j < CHUNK; ++j) cache[off + dim_offset(job.addr, w.d0 + j)] = in[k].get(j);
-        }
-        return;
-    }
-    if (!vec) {
-#pragma unroll
-        for (int k = 0; k < GROUP; ++k) {
-            if (slots[k] >= 0) {
-                int64_t b, o;
-                split_slot(slots[k], p.block_size, narrow, b, o);
-                base[k] = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
-            }
-        }
-    }
 #pragma unroll
     for (int j = 0; j < CHUNK; ++j) {
         Raw8<SRaw> t;
 #pragma unroll
         for (int k = 0; k < GROUP; ++k) t.set(k, in[k].get(j));
-        const Raw8<DRaw> out = Conv::run(t, s);
-        const int64_t dim = dim_offset(job.addr, w.d0 + j);
-        if (vec) {
-            out.store_all(cache + base[0] + dim);
-        } else {
-#pragma unroll
-            for (int k = 0; k < GROUP; ++k)
-                if (base[k] >= 0) cache[base[k] + dim] = out.get(k);
-        }
+        Conv::run(t, s).store_all(cache + base + dim_offset(job.addr, w.d0 + j));
     }
 }
 
-template <int kSrc, int kFp8, int kMode, bool kTail>
-PKV_DEVICE void write_job(const pkv_write_params& p, const TensorJob& job, int64_t tile, int lane, int h, int d0,
-                          const Quotient& s) {
-    if (kTail) {
-        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
-        write_tail<kSrc, kFp8, kMode>(p, job, w, s);
-    } else if (job.token_vectors) {
-        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
-        write_token_vectors<kSrc, kFp8, kMode>(p, job, w, s);
+// Element stores of each valid token (any slot pattern), converting only those tokens: a
+// 1-token write converts 8 elements, not 64.
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE void store_token_elements(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                                     const int64_t (&slots)[GROUP], const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP],
+                                     const Quotient& s) {
+    typedef Convert<kSrc, kFp8, kMode> Conv;
+    typedef typename Conv::DRaw DRaw;
+    DRaw* cache = static_cast<DRaw*>(job.cache);
+    const bool narrow = p.num_slots <= 0xffffffffll;
+#pragma unroll
+    for (int k = 0; k < GROUP; ++k) {
+        if (slots[k] < 0) continue;
+        int64_t b, o;
+        split_slot(slots[k], p.block_size, narrow, b, o);
+        const int64_t off = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
+        const Raw8<DRaw> out = Conv::run(in[k], s);
+#pragma unroll
+        for (int j = 0; j < CHUNK; ++j) cache[off + dim_offset(job.addr, w.d0 + j)] = out.get(j);
+    }
+}
+
+// Token-vector stores (split values: slot stride 1): when the 8 slots are consecutive, start
+// 8-aligned and stay inside one block (skipped slots read as -1 and break the run), one vector
+// per dim; otherwise element stores token by token.
+template <int kSrc, int kFp8>
+PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w) {
+    typedef typename Elem<kSrc>::raw SRaw;
+    const float scale = read_scale<kFp8>(job);
+    int64_t slots[GROUP];
+    Raw8<SRaw> in[GROUP];
+    load_group(p, job, w, slots, in);
+    const bool narrow = p.num_slots <= 0xffffffffll;
+    bool vec = slots[0] >= 0;
+#pragma unroll
+    for (int k = 1; k < GROUP; ++k) vec = vec && slots[k] == slots[0] + k;
+    int64_t base = 0;
+    if (vec) {
+        int64_t b0, o0;
+        split_slot(slots[0], p.block_size, narrow, b0, o0);
+        vec = (o0 & (GROUP - 1)) == 0 && o0 + GROUP <= p.block_size;
+        base = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
+    }
+    const Quotient s = make_quotient(scale);
+    if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
+        if (vec) {
+            store_token_vectors<kSrc, kFp8, kFast>(job, w, base, in, s);
+        } else {
+            store_token_elements<kSrc, kFp8, kFast>(p, job, w, slots, in, s);
+        }
     } else {
-        const ThreadWork w = {tile * TILE_TOKENS + lane, PAIR, h, d0};
-        write_per_token<kSrc, kFp8, kMode>(p, job, w, s);
+        if (vec) {
+            store_token_vectors<kSrc, kFp8, kDivide>(job, w, base, in, s);
+        } else {
+            store_token_elements<kSrc, kFp8, kDivide>(p, job, w, slots, in, s);
+        }
     }
 }
 
@@ -597,17 +715,22 @@ __global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kM
     job.addr = addr;
     job.run = is_key ? p.key_run : p.value_run;
     job.token_vectors = !is_key && p.value_vec != 0;
-    if (kFp8 == PKV_FP8_NONE) {
-        const Quotient none = {kFast, 1.0f, 1.0f, 0u};
-        write_job<kSrc, kFp8, kFast, kTail>(p, job, tile, lane, h, d0, none);
-    } else {
-        const float* scale_ptr = is_key ? p.k_scale : p.v_scale;
-        const Quotient s = make_quotient(scale_ptr ? *scale_ptr : 1.0f);
-        if (s.mode == kFast) {
-            write_job<kSrc, kFp8, kFast, kTail>(p, job, tile, lane, h, d0, s);
+    job.scale = is_key ? p.k_scale : p.v_scale;
+    if (kTail) {
+        // Rare (head sizes that are not a multiple of 8): the scale first, then the tokens.
+        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
+        const Quotient s = make_quotient(read_scale<kFp8>(job));
+        if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
+            write_tail<kSrc, kFp8, kFast>(p, job, w, s);
         } else {
-            write_job<kSrc, kFp8, kDivide, kTail>(p, job, tile, lane, h, d0, s);
+            write_tail<kSrc, kFp8, kDivide>(p, job, w, s);
         }
+    } else if (job.token_vectors) {
+        const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
+        write_token_vectors<kSrc, kFp8>(p, job, w);
+    } else {
+        const ThreadWork w = {tile * TILE_TOKENS + lane, PAIR, h, d0};
+        write_per_token<kSrc, kFp8>(p, job, w);
     }
 }
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One device call for cache-write work (issue 4): the exhaustive fp8 hardware-encoder proof,
+# the write benchmark, the write part of the correctness matrix and a memcheck of the reduced
+# write matrix, each under its own time limit so that the call fits one lease.
+#
+#   scripts/h200/write_pass.sh [stage ...]   stages: proof bench matrix memcheck base
+#   (default: proof bench matrix memcheck base)
+#
+# Loads $PAGEDKV_LIBRARY (default .devbuild/writer/libpagedkv.so) and runs the proof binary
+# .devbuild/writer/fp8_cvt_proof (both built on the build machine and carried over:
+#   nvcc -x cu -O3 -std=c++17 -arch=sm_90 -I kernels scripts/h200/fp8_cvt_proof.cu -o ...).
+# Stage `base` benchmarks the fp8 write cases with $PKV_BASE_LIBRARY (default
+# .devbuild/writer/base/libpagedkv.so: the writer before this change) when that file exists.
+# Results under $OUT. Limits in seconds: PKV_PROOF_S (40), PKV_BENCH_S (100), PKV_MATRIX_S (70),
+# PKV_MEMCHECK_S (50), PKV_BASE_S (30).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PAGEDKV_LIBRARY=${PAGEDKV_LIBRARY:-$PWD/.devbuild/writer/libpagedkv.so}
+export PYTHONUNBUFFERED=1 PYTHONPATH=python
+OUT=${OUT:-/tmp/pagedkv-h200}
+mkdir -p "$OUT"
+stages=${*:-proof bench matrix memcheck base}
+rc=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+
+for stage in $stages; do
+    t0=$(date +%s)
+    case $stage in
+    proof)
+        timeout "${PKV_PROOF_S:-40}" .devbuild/writer/fp8_cvt_proof > "$OUT/proof.txt" 2>&1
+        s=$?
+        cat "$OUT/proof.txt" ;;
+    bench)
+        timeout "${PKV_BENCH_S:-100}" python3 scripts/bench.py --only write --json "$OUT/write.json" \
+            > "$OUT/bench.txt" 2>&1
+        s=$?
+        grep -E "^ceiling|^\| write|ERROR" "$OUT/bench.txt" || tail -5 "$OUT/bench.txt" ;;
+    matrix)
+        timeout "${PKV_MATRIX_S:-70}" python3 scripts/h200/check.py --suite full --only write --tag write \
+            --out "$OUT" > "$OUT/matrix.log" 2>&1
+        s=$?
+        grep FAIL "$OUT/matrix.log" | head -20
+        cat "$OUT/summary-write.txt" 2>/dev/null || tail -3 "$OUT/matrix.log" ;;
+    memcheck)
+        PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-50}" compute-sanitizer --tool memcheck \
+            --error-exitcode 86 --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced \
+            --only write --tag reduced-write --out "$OUT" > "$OUT/memcheck-run.log" 2>&1
+        s=$?
+        tail -2 "$OUT/memcheck-run.log"
+        grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck.txt" | sort | uniq -c | head ;;
+    base)
+        base=${PKV_BASE_LIBRARY:-$PWD/.devbuild/writer/base/libpagedkv.so}
+        if [[ -f $base ]]; then
+            PAGEDKV_LIBRARY=$base timeout "${PKV_BASE_S:-30}" python3 scripts/bench.py --only "write fp8" \
+                --json "$OUT/write-base.json" > "$OUT/bench-base.txt" 2>&1
+            s=$?
+            grep -E "^ceiling|^\| write|ERROR" "$OUT/bench-base.txt" || tail -5 "$OUT/bench-base.txt"
+        else
+            echo "no $base: skipped"; s=0
+        fi ;;
+    *) echo "unknown stage $stage"; s=2 ;;
+    esac
+    echo "== $stage: exit $s in $(( $(date +%s) - t0 ))s"
+    rc=$((rc | s))
+done
+exit $rc
