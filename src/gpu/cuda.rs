@@ -1,8 +1,9 @@
 //! The CUDA runtime, reached through the handful of cudart functions pagedkv needs, declared
 //! here (cudart is linked statically by build.rs). Every unsafe block is one FFI call.
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{c_char, c_int};
 
+use super::check_runtime;
 use crate::core::dtype::DeviceKind;
 use crate::core::plan::DeviceLimits;
 use crate::core::status::{Error, Result, Status};
@@ -18,10 +19,6 @@ const ATTR_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 const ATTR_COMPUTE_CAPABILITY_MINOR: c_int = 76;
 const ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: c_int = 97;
 
-const CUDA_SUCCESS: c_int = 0;
-const CUDA_ERROR_NO_DEVICE: c_int = 100;
-const CUDA_ERROR_INSUFFICIENT_DRIVER: c_int = 35;
-
 // Error codes are taken as plain integers (cudaError_t is a C enum: int-sized).
 unsafe extern "C" {
     fn cudaGetDeviceCount(count: *mut c_int) -> c_int;
@@ -32,36 +29,16 @@ unsafe extern "C" {
     fn cudaGetErrorString(error: c_int) -> *const c_char;
 }
 
-/// "cudaErrorX: description" for a runtime error code.
+/// "cudaErrorX (code): description" for a runtime error code.
 pub fn error_text(code: c_int) -> String {
-    // SAFETY: both functions accept any code and return a static NUL-terminated string (or NULL
-    // in some versions for unknown codes, handled below).
-    let (name, text) = unsafe { (cudaGetErrorName(code), cudaGetErrorString(code)) };
-    let read = |p: *const c_char| {
-        if p.is_null() {
-            "unknown".to_string()
-        } else {
-            // SAFETY: non-NULL pointers from cudart point at static C strings.
-            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-        }
-    };
-    format!("{} ({code}): {}", read(name), read(text))
-}
-
-fn check(code: c_int, what: &str) -> Result<()> {
-    match code {
-        CUDA_SUCCESS => Ok(()),
-        CUDA_ERROR_NO_DEVICE | CUDA_ERROR_INSUFFICIENT_DRIVER => {
-            Err(Error::new(Status::NoDevice, format!("{what}: CUDA error {}", error_text(code))))
-        }
-        _ => Err(Error::new(Status::DeviceError, format!("{what}: CUDA error {}", error_text(code)))),
-    }
+    // SAFETY: both functions accept any code and return NULL or a static NUL-terminated string.
+    unsafe { super::runtime_error_text(cudaGetErrorName, cudaGetErrorString, code) }
 }
 
 fn attribute(attr: c_int, device: i32, what: &str) -> Result<i32> {
     let mut v: c_int = 0;
     // SAFETY: `v` is a valid out-pointer for the duration of the call.
-    check(unsafe { cudaDeviceGetAttribute(&mut v, attr, device) }, what)?;
+    check_runtime(unsafe { cudaDeviceGetAttribute(&mut v, attr, device) }, what)?;
     Ok(v)
 }
 
@@ -69,7 +46,7 @@ fn attribute(attr: c_int, device: i32, what: &str) -> Result<i32> {
 pub fn query_limits(id: i32) -> Result<DeviceLimits> {
     let mut count: c_int = 0;
     // SAFETY: `count` is a valid out-pointer.
-    check(unsafe { cudaGetDeviceCount(&mut count) }, "cudaGetDeviceCount")?;
+    check_runtime(unsafe { cudaGetDeviceCount(&mut count) }, "cudaGetDeviceCount")?;
     if id < 0 || id >= count {
         return Err(Error::new(
             Status::NoDevice,
@@ -99,13 +76,13 @@ impl DeviceGuard {
     pub fn enter(id: i32) -> Result<DeviceGuard> {
         let mut current: c_int = 0;
         // SAFETY: `current` is a valid out-pointer.
-        check(unsafe { cudaGetDevice(&mut current) }, "cudaGetDevice")?;
+        check_runtime(unsafe { cudaGetDevice(&mut current) }, "cudaGetDevice")?;
         if current == id {
             return Ok(DeviceGuard { previous: None });
         }
         // SAFETY: plain runtime call; `id` was checked against the device count when the
         // limits were read.
-        check(unsafe { cudaSetDevice(id) }, "cudaSetDevice")?;
+        check_runtime(unsafe { cudaSetDevice(id) }, "cudaSetDevice")?;
         Ok(DeviceGuard { previous: Some(current) })
     }
 }

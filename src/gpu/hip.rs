@@ -7,6 +7,7 @@
 
 use std::ffi::{CStr, c_char, c_int};
 
+use super::check_runtime;
 use hip_sys::hiprt::hipDeviceAttribute_t as Attr;
 
 use crate::core::dtype::DeviceKind;
@@ -16,9 +17,6 @@ use crate::core::status::{Error, Result, Status};
 pub const DEVICE_KIND: DeviceKind = DeviceKind::Rocm;
 pub const RUNTIME: &str = "HIP";
 
-const HIP_SUCCESS: c_int = 0;
-const HIP_ERROR_NO_DEVICE: c_int = 100;
-const HIP_ERROR_INSUFFICIENT_DRIVER: c_int = 35;
 const ARCH_NAME_CAPACITY: usize = 256;
 
 unsafe extern "C" {
@@ -34,33 +32,14 @@ unsafe extern "C" {
 
 /// "hipErrorX (code): description" for a runtime error code.
 pub fn error_text(code: c_int) -> String {
-    // SAFETY: both functions accept any code and return a static NUL-terminated string.
-    let (name, text) = unsafe { (hipGetErrorName(code), hipGetErrorString(code)) };
-    let read = |p: *const c_char| {
-        if p.is_null() {
-            "unknown".to_string()
-        } else {
-            // SAFETY: non-NULL pointers from the runtime point at static C strings.
-            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-        }
-    };
-    format!("{} ({code}): {}", read(name), read(text))
-}
-
-fn check(code: c_int, what: &str) -> Result<()> {
-    match code {
-        HIP_SUCCESS => Ok(()),
-        HIP_ERROR_NO_DEVICE | HIP_ERROR_INSUFFICIENT_DRIVER => {
-            Err(Error::new(Status::NoDevice, format!("{what}: HIP error {}", error_text(code))))
-        }
-        _ => Err(Error::new(Status::DeviceError, format!("{what}: HIP error {}", error_text(code)))),
-    }
+    // SAFETY: both functions accept any code and return NULL or a static NUL-terminated string.
+    unsafe { super::runtime_error_text(hipGetErrorName, hipGetErrorString, code) }
 }
 
 fn attribute(attr: Attr, device: i32, what: &str) -> Result<i32> {
     let mut v: c_int = 0;
     // SAFETY: `v` is a valid out-pointer; the attribute is a hipDeviceAttribute_t value.
-    check(unsafe { hipDeviceGetAttribute(&mut v, attr as c_int, device) }, what)?;
+    check_runtime(unsafe { hipDeviceGetAttribute(&mut v, attr as c_int, device) }, what)?;
     Ok(v)
 }
 
@@ -68,7 +47,7 @@ fn attribute(attr: Attr, device: i32, what: &str) -> Result<i32> {
 pub fn query_limits(id: i32) -> Result<DeviceLimits> {
     let mut count: c_int = 0;
     // SAFETY: `count` is a valid out-pointer.
-    check(unsafe { hipGetDeviceCount(&mut count) }, "hipGetDeviceCount")?;
+    check_runtime(unsafe { hipGetDeviceCount(&mut count) }, "hipGetDeviceCount")?;
     if id < 0 || id >= count {
         return Err(Error::new(
             Status::NoDevice,
@@ -77,7 +56,8 @@ pub fn query_limits(id: i32) -> Result<DeviceLimits> {
     }
     let mut name = [0 as c_char; ARCH_NAME_CAPACITY];
     // SAFETY: `name` is writable for ARCH_NAME_CAPACITY bytes, the capacity passed.
-    check(unsafe { pkv_kernel_device_arch(id, name.as_mut_ptr(), ARCH_NAME_CAPACITY as c_int) }, "device arch")?;
+    let code = unsafe { pkv_kernel_device_arch(id, name.as_mut_ptr(), ARCH_NAME_CAPACITY as c_int) };
+    check_runtime(code, "device arch")?;
     // SAFETY: the helper NUL-terminates within the capacity.
     let full = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
     // "gfx942:sramecc+:xnack-" -> "gfx942": feature flags do not change what the planner does.
@@ -105,12 +85,12 @@ impl DeviceGuard {
     pub fn enter(id: i32) -> Result<DeviceGuard> {
         let mut current: c_int = 0;
         // SAFETY: `current` is a valid out-pointer.
-        check(unsafe { hipGetDevice(&mut current) }, "hipGetDevice")?;
+        check_runtime(unsafe { hipGetDevice(&mut current) }, "hipGetDevice")?;
         if current == id {
             return Ok(DeviceGuard { previous: None });
         }
         // SAFETY: plain runtime call; `id` was checked against the device count.
-        check(unsafe { hipSetDevice(id) }, "hipSetDevice")?;
+        check_runtime(unsafe { hipSetDevice(id) }, "hipSetDevice")?;
         Ok(DeviceGuard { previous: Some(current) })
     }
 }
