@@ -75,9 +75,9 @@ fn runs(cmd: &Path) -> bool {
     Command::new(cmd).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
 
-/// Compiles every source with `command(source, object)`, two at a time at most (CI has two
-/// cores), and returns the objects. Each compiler's output lands in `<object stem>.log`.
-fn compile_all(sources: &[PathBuf], command: &dyn Fn(&Path, &Path) -> Command) -> Vec<(PathBuf, String)> {
+/// Compiles every source with `compiler <flags> <source> -o <object>`, two at a time at most (CI
+/// has two cores), and returns the objects. Each compiler's output lands in `<object stem>.log`.
+fn compile_all(sources: &[PathBuf], compiler: &Path, flags: &[String]) -> Vec<(PathBuf, String)> {
     let obj_dir = out_dir().join("kernels");
     fs::create_dir_all(&obj_dir).expect("create OUT_DIR/kernels");
     let jobs: Vec<(PathBuf, PathBuf)> = sources
@@ -92,7 +92,8 @@ fn compile_all(sources: &[PathBuf], command: &dyn Fn(&Path, &Path) -> Command) -
         let children: Vec<_> = pair
             .iter()
             .map(|(src, obj)| {
-                let mut cmd = command(src, obj);
+                let mut cmd = Command::new(compiler);
+                cmd.args(flags).arg(src).arg("-o").arg(obj);
                 let shown = format!("{cmd:?}");
                 let child = cmd
                     .stdout(Stdio::piped())
@@ -146,6 +147,19 @@ fn check_spills(kind: &str, offenders: Vec<String>) {
     }
 }
 
+/// Compiles every kernel source with `compiler <flags> <source> -o <object>`, fails the build on
+/// the spills that `spills` finds in a compiler log ("<kernel>: <what spilled>" each), and links
+/// the objects into pagedkv. `kind` names the compiler's report in messages.
+fn build_kernels(compiler: &Path, flags: &[String], kind: &str, spills: fn(&str) -> Vec<String>) {
+    let objects = compile_all(&kernel_sources(), compiler, flags);
+    let offenders = objects
+        .iter()
+        .flat_map(|(obj, log)| spills(log).into_iter().map(move |s| format!("{}: {s}", obj.display())))
+        .collect();
+    check_spills(kind, offenders);
+    link_kernels(&objects);
+}
+
 // ------------------------------------------------------------------------------------------
 // NVIDIA: nvcc compiles the HIP sources as CUDA through kernels/pkv_compat.h.
 // ------------------------------------------------------------------------------------------
@@ -197,6 +211,22 @@ fn find_cudart_dir(nvcc: &Path) -> PathBuf {
     })
 }
 
+/// ptxas -v prints "N bytes stack frame, S bytes spill stores, L bytes spill loads" after
+/// each "Compiling entry function '<name>'" line.
+fn ptxas_spills(log: &str) -> Vec<String> {
+    let mut spills = Vec::new();
+    let mut entry = String::new();
+    for line in log.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            entry = line[i + 26..].trim_end_matches(|c| c != '\'').trim_end_matches('\'').to_string();
+        }
+        if line.contains("bytes spill stores") && !line.contains(" 0 bytes spill stores, 0 bytes spill loads") {
+            spills.push(format!("{entry}: {}", line.trim()));
+        }
+    }
+    spills
+}
+
 fn build_cuda() {
     let nvcc = find_nvcc();
     let archs = split_list(&env_input("PKV_CUDA_ARCHS").unwrap_or_else(|| DEFAULT_CUDA_ARCHS.to_string()));
@@ -207,34 +237,11 @@ fn build_cuda() {
         });
         gencode.push(format!("-gencode=arch=compute_{num},code=sm_{num}"));
     }
-    let sources = kernel_sources();
-    let objects = compile_all(&sources, &|src, obj| {
-        let mut cmd = Command::new(&nvcc);
-        cmd.args(["-x", "cu", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xptxas", "-v"])
-            .args(&gencode)
-            .arg("-I")
-            .arg(KERNEL_DIR)
-            .arg(src)
-            .arg("-o")
-            .arg(obj);
-        cmd
-    });
-    // ptxas -v prints "N bytes stack frame, S bytes spill stores, L bytes spill loads" after
-    // each "Compiling entry function '<name>'" line.
-    let mut offenders = Vec::new();
-    for (obj, log) in &objects {
-        let mut entry = String::new();
-        for line in log.lines() {
-            if let Some(i) = line.find("Compiling entry function '") {
-                entry = line[i + 26..].trim_end_matches(|c| c != '\'').trim_end_matches('\'').to_string();
-            }
-            if line.contains("bytes spill stores") && !line.contains(" 0 bytes spill stores, 0 bytes spill loads") {
-                offenders.push(format!("{}: {entry}: {}", obj.display(), line.trim()));
-            }
-        }
-    }
-    check_spills("ptxas", offenders);
-    link_kernels(&objects);
+    let mut flags =
+        Vec::from(["-x", "cu", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xptxas", "-v"].map(String::from));
+    flags.extend(gencode);
+    flags.extend(["-I", KERNEL_DIR].map(String::from));
+    build_kernels(&nvcc, &flags, "ptxas", ptxas_spills);
     let cudart = find_cudart_dir(&nvcc);
     println!("cargo:rustc-link-search=native={}", cudart.display());
     println!("cargo:rustc-link-lib=static=cudart_static");
@@ -248,6 +255,27 @@ fn build_cuda() {
 // ------------------------------------------------------------------------------------------
 // AMD: hipcc (or clang through HIPCC) with every --offload-arch explicit.
 // ------------------------------------------------------------------------------------------
+
+/// The resource remarks name each kernel, then list "SGPRs Spill: n", "VGPRs Spill: n" and
+/// "ScratchSize [bytes/lane]: n" (per target, in order).
+fn amdgpu_spills(log: &str) -> Vec<String> {
+    let mut spills = Vec::new();
+    let mut entry = String::new();
+    for line in log.lines() {
+        if let Some(i) = line.find("Function Name: ") {
+            entry = line[i + 15..].split_whitespace().next().unwrap_or("").to_string();
+        }
+        for key in ["SGPRs Spill: ", "VGPRs Spill: ", "ScratchSize [bytes/lane]: "] {
+            if let Some(i) = line.find(key) {
+                let n: u64 = line[i + key.len()..].split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if n != 0 {
+                    spills.push(format!("{entry}: {key}{n}"));
+                }
+            }
+        }
+    }
+    spills
+}
 
 fn build_rocm() {
     let hipcc = PathBuf::from(env_input("HIPCC").unwrap_or_else(|| "hipcc".to_string()));
@@ -274,41 +302,12 @@ fn build_rocm() {
     for root in [env_input("ROCM_PATH"), env_input("HIP_PATH")].into_iter().flatten() {
         println!("cargo:rustc-link-search=native={}", Path::new(&root).join("lib").display());
     }
-    let sources = kernel_sources();
-    let objects = compile_all(&sources, &|src, obj| {
-        let mut cmd = Command::new(&hipcc);
-        cmd.args(["-x", "hip", "-c", "-O3", "-fPIC", "-Rpass-analysis=kernel-resource-usage"])
-            .args(targets.iter().map(|t| format!("--offload-arch={t}")))
-            .arg("-I")
-            .arg(KERNEL_DIR)
-            .args(&extra)
-            .arg(src)
-            .arg("-o")
-            .arg(obj);
-        cmd
-    });
-    // The resource remarks name each kernel, then list "SGPRs Spill: n", "VGPRs Spill: n" and
-    // "ScratchSize [bytes/lane]: n" (per target, in order).
-    let mut offenders = Vec::new();
-    for (obj, log) in &objects {
-        let mut entry = String::new();
-        for line in log.lines() {
-            if let Some(i) = line.find("Function Name: ") {
-                entry = line[i + 15..].split_whitespace().next().unwrap_or("").to_string();
-            }
-            for key in ["SGPRs Spill: ", "VGPRs Spill: ", "ScratchSize [bytes/lane]: "] {
-                if let Some(i) = line.find(key) {
-                    let n: u64 =
-                        line[i + key.len()..].split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-                    if n != 0 {
-                        offenders.push(format!("{}: {entry}: {}{n}", obj.display(), key));
-                    }
-                }
-            }
-        }
-    }
-    check_spills("amdgpu", offenders);
-    link_kernels(&objects);
+    let mut flags =
+        Vec::from(["-x", "hip", "-c", "-O3", "-fPIC", "-Rpass-analysis=kernel-resource-usage"].map(String::from));
+    flags.extend(targets.iter().map(|t| format!("--offload-arch={t}")));
+    flags.extend(["-I", KERNEL_DIR].map(String::from));
+    flags.extend(extra);
+    build_kernels(&hipcc, &flags, "amdgpu", amdgpu_spills);
     println!("cargo:rustc-link-lib=dylib=amdhip64");
     println!("cargo:rustc-link-lib=dylib=stdc++");
     println!("cargo:rustc-env=PKV_BUILT_GPU_TARGETS={}", targets.join(";"));
