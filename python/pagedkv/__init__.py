@@ -369,6 +369,23 @@ class _AttentionCall:
         }
 
 
+# The arrays and the keyword options (with their defaults) of paged_attention,
+# paged_attention_plan and paged_attention_workspace_size. The first two spell them out in their
+# signatures too, for help() and editors, and pass their locals() to _attention_call.
+_ATTN_ARRAYS = ("query", "key_cache", "value_cache", "block_table", "seq_lens", "query_start_loc")
+_ATTN_OPTIONS = dict(kv_layout="split", output=None, kv_cache_dtype="auto", k_scale=None, v_scale=None,
+                     sm_scale=None, sliding_window=None, alibi_slopes=None, sinks=None, logits_soft_cap=None,
+                     output_scale=None, causal=True)
+
+
+def _attention_call(arguments: dict, *, allocate_output: bool) -> _AttentionCall:
+    """The described call for an entry point's arguments by parameter name (its ``locals()``
+    before anything else is assigned): the arrays, the options and ``stream``; other names such
+    as ``workspace`` are the entry point's own and ignored here."""
+    return _AttentionCall(*(arguments[k] for k in _ATTN_ARRAYS), stream=arguments["stream"],
+                          allocate_output=allocate_output, **{k: arguments[k] for k in _ATTN_OPTIONS})
+
+
 _ATTN_DOC = """
     query ``[num_tokens, Hq, D]`` (float32/float16/bfloat16); ``key_cache``/``value_cache``: the
     split layout (``kv_layout="split"``: key ``[num_blocks, H, D//x, block_size, x]``, value
@@ -407,13 +424,7 @@ def paged_attention(
     workspace=None,
     stream=None,
 ):
-    call = _AttentionCall(
-        query, key_cache, value_cache, block_table, seq_lens, query_start_loc,
-        kv_layout=kv_layout, output=output, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
-        v_scale=v_scale, sm_scale=sm_scale, sliding_window=sliding_window, alibi_slopes=alibi_slopes,
-        sinks=sinks, logits_soft_cap=logits_soft_cap, output_scale=output_scale, causal=causal,
-        stream=stream, allocate_output=True,
-    )
+    call = _attention_call(locals(), allocate_output=True)
     needed = call.workspace_size()
     ws_ptr, ws_bytes, ws_keep = None, 0, None
     if workspace is None:
@@ -473,14 +484,7 @@ def paged_attention_plan(
     stream=None,
     device_limits=None,
 ) -> dict:
-    call = _AttentionCall(
-        query, key_cache, value_cache, block_table, seq_lens, query_start_loc,
-        kv_layout=kv_layout, output=output, kv_cache_dtype=kv_cache_dtype, k_scale=k_scale,
-        v_scale=v_scale, sm_scale=sm_scale, sliding_window=sliding_window, alibi_slopes=alibi_slopes,
-        sinks=sinks, logits_soft_cap=logits_soft_cap, output_scale=output_scale, causal=causal,
-        stream=stream, allocate_output=False,
-    )
-    return call.plan(device_limits)
+    return _attention_call(locals(), allocate_output=False).plan(device_limits)
 
 
 paged_attention_plan.__doc__ = (
@@ -502,13 +506,9 @@ def paged_attention_workspace_size(query, key_cache, value_cache, block_table, s
     depends only on shapes and the device, so one allocation serves a captured graph."""
     kwargs.pop("workspace", None)
     kwargs.pop("stream", None)
-    opts = dict(kv_layout="split", output=None, kv_cache_dtype="auto", k_scale=None, v_scale=None, sm_scale=None,
-                sliding_window=None, alibi_slopes=None, sinks=None, logits_soft_cap=None, output_scale=None,
-                causal=True)
-    unknown = set(kwargs) - set(opts)
+    unknown = set(kwargs) - set(_ATTN_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
-    opts.update(kwargs)
-    call = _AttentionCall(query, key_cache, value_cache, block_table, seq_lens, query_start_loc,
-                          stream=None, allocate_output=False, **opts)
-    return call.workspace_size()
+    arrays = dict(zip(_ATTN_ARRAYS, (query, key_cache, value_cache, block_table, seq_lens, query_start_loc)))
+    arguments = {**_ATTN_OPTIONS, **kwargs, **arrays, "stream": None}
+    return _attention_call(arguments, allocate_output=False).workspace_size()
