@@ -128,6 +128,13 @@ impl Attn {
         }
     }
 
+    /// A fresh fixture changed by `mutate`: one case of a test.
+    fn with(mutate: impl FnOnce(&mut Self)) -> Self {
+        let mut fixture = Self::new();
+        mutate(&mut fixture);
+        fixture
+    }
+
     fn args(&self) -> pkv_paged_attention_args {
         let opt = |t: &Option<pkv_tensor>| t.as_ref().map_or(ptr::null(), |t| t as *const pkv_tensor);
         pkv_paged_attention_args {
@@ -232,161 +239,113 @@ fn attention_struct_size() {
 
 #[test]
 fn attention_dtypes_and_enum_values() {
-    let mut a = Attn::new();
-    a.tq.dtype = PKV_DTYPE_INT32;
-    a.fails(Status::InvalidDtype, &["query.dtype = int32", "float32"]);
+    Attn::with(|a| a.tq.dtype = PKV_DTYPE_INT32).fails(Status::InvalidDtype, &["query.dtype = int32", "float32"]);
     for bad in [0u32, 10, 42] {
-        let mut a = Attn::new();
-        a.tq.dtype = bad;
-        a.fails(Status::InvalidEnum, &["query.dtype", &bad.to_string()]);
+        Attn::with(|a| a.tq.dtype = bad).fails(Status::InvalidEnum, &["query.dtype", &bad.to_string()]);
     }
-    let mut a = Attn::new();
-    a.tout.dtype = PKV_DTYPE_FLOAT16;
-    a.tout.strides = a.tq.strides;
-    a.fails(Status::InvalidDtype, &["output.dtype = float16", "float32"]);
-    let mut a = Attn::new();
-    a.tbt.dtype = PKV_DTYPE_INT64;
-    a.fails(Status::InvalidDtype, &["block_table.dtype = int64", "int32"]);
-    let mut a = Attn::new();
-    a.tsl.dtype = PKV_DTYPE_FLOAT32;
-    a.fails(Status::InvalidDtype, &["seq_lens.dtype = float32"]);
-    let mut a = Attn::new();
-    a.tqsl.dtype = PKV_DTYPE_UINT8;
-    a.fails(Status::InvalidDtype, &["query_start_loc.dtype = uint8"]);
-    let mut a = Attn::new();
-    a.tk.dtype = PKV_DTYPE_INT32;
-    a.tv.dtype = PKV_DTYPE_INT32;
-    a.fails(Status::InvalidDtype, &["key_cache.dtype = int32"]);
-    let mut a = Attn::new();
-    a.tv.dtype = PKV_DTYPE_FLOAT16;
-    a.fails(Status::InvalidDtype, &["value_cache.dtype = float16", "float32"]);
+    Attn::with(|a| {
+        a.tout.dtype = PKV_DTYPE_FLOAT16;
+        a.tout.strides = a.tq.strides;
+    })
+    .fails(Status::InvalidDtype, &["output.dtype = float16", "float32"]);
+    Attn::with(|a| a.tbt.dtype = PKV_DTYPE_INT64).fails(Status::InvalidDtype, &["block_table.dtype = int64", "int32"]);
+    Attn::with(|a| a.tsl.dtype = PKV_DTYPE_FLOAT32).fails(Status::InvalidDtype, &["seq_lens.dtype = float32"]);
+    Attn::with(|a| a.tqsl.dtype = PKV_DTYPE_UINT8).fails(Status::InvalidDtype, &["query_start_loc.dtype = uint8"]);
+    Attn::with(|a| {
+        a.tk.dtype = PKV_DTYPE_INT32;
+        a.tv.dtype = PKV_DTYPE_INT32;
+    })
+    .fails(Status::InvalidDtype, &["key_cache.dtype = int32"]);
+    Attn::with(|a| a.tv.dtype = PKV_DTYPE_FLOAT16)
+        .fails(Status::InvalidDtype, &["value_cache.dtype = float16", "float32"]);
     // "auto" stores the model dtype; an fp8 kv_cache_dtype needs a byte cache.
-    let mut a = Attn::new();
-    a.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8;
-    a.fails(Status::InvalidDtype, &["key_cache.dtype = float32", "fp8"]);
-    let mut a = Attn::new();
-    a.talibi = Some(a.heads.t());
-    a.talibi.as_mut().unwrap().dtype = PKV_DTYPE_INT32;
-    a.fails(Status::InvalidDtype, &["alibi_slopes.dtype = int32"]);
-    let mut a = Attn::new();
-    a.tks = Some(a.scale.t());
-    a.tks.as_mut().unwrap().dtype = PKV_DTYPE_INT32;
-    a.fails(Status::InvalidDtype, &["k_scale.dtype = int32"]);
+    Attn::with(|a| a.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8)
+        .fails(Status::InvalidDtype, &["key_cache.dtype = float32", "fp8"]);
+    Attn::with(|a| {
+        a.talibi = Some(a.heads.t());
+        a.talibi.as_mut().unwrap().dtype = PKV_DTYPE_INT32;
+    })
+    .fails(Status::InvalidDtype, &["alibi_slopes.dtype = int32"]);
+    Attn::with(|a| {
+        a.tks = Some(a.scale.t());
+        a.tks.as_mut().unwrap().dtype = PKV_DTYPE_INT32;
+    })
+    .fails(Status::InvalidDtype, &["k_scale.dtype = int32"]);
     // output_scale needs an fp8 (or uint8) output.
-    let mut a = Attn::new();
-    a.tos = Some(a.scale.t());
-    a.fails(Status::InvalidDtype, &["output.dtype = float32", "output_scale"]);
+    Attn::with(|a| a.tos = Some(a.scale.t())).fails(Status::InvalidDtype, &["output.dtype = float32", "output_scale"]);
     // Unknown kv_cache_dtype and kv_layout enum values.
     for bad in [6u32, 99, u32::MAX] {
-        let mut a = Attn::new();
-        a.kv_cache_dtype = bad;
-        a.fails(Status::InvalidEnum, &["kv_cache_dtype", &bad.to_string()]);
+        Attn::with(|a| a.kv_cache_dtype = bad).fails(Status::InvalidEnum, &["kv_cache_dtype", &bad.to_string()]);
     }
     for bad in [2u32, 7] {
-        let mut a = Attn::new();
-        a.kv_layout = bad;
-        a.fails(Status::InvalidEnum, &["kv_layout", &bad.to_string()]);
+        Attn::with(|a| a.kv_layout = bad).fails(Status::InvalidEnum, &["kv_layout", &bad.to_string()]);
     }
-    let mut a = Attn::new();
-    a.tq.device_type = 3;
-    a.fails(Status::InvalidEnum, &["query.device_type = 3"]);
+    Attn::with(|a| a.tq.device_type = 3).fails(Status::InvalidEnum, &["query.device_type = 3"]);
 }
 
 #[test]
 fn attention_ndim() {
-    let mut a = Attn::new();
-    a.tq.ndim = 2;
-    a.fails(Status::InvalidNdim, &["query.ndim = 2", "expected 3"]);
-    let mut a = Attn::new();
-    a.tq.ndim = 7;
-    a.fails(Status::InvalidNdim, &["query.ndim = 7"]);
-    let mut a = Attn::new();
-    a.tk.ndim = 4;
-    a.fails(Status::InvalidNdim, &["key_cache.ndim = 4", "expected 5"]);
-    let mut a = Attn::new();
-    a.kv_layout = PKV_KV_LAYOUT_NHD;
-    a.fails(Status::InvalidNdim, &["key_cache.ndim = 5", "nhd"]);
-    let mut a = Attn::new();
-    a.tv.ndim = 5;
-    a.fails(Status::InvalidNdim, &["value_cache.ndim = 5"]);
-    let mut a = Attn::new();
-    a.tbt.ndim = 1;
-    a.fails(Status::InvalidNdim, &["block_table.ndim = 1"]);
-    let mut a = Attn::new();
-    a.tsl.ndim = 2;
-    a.tsl.shape[1] = 1;
-    a.fails(Status::InvalidNdim, &["seq_lens.ndim = 2"]);
-    let mut a = Attn::new();
-    a.tqsl.ndim = 0;
-    a.fails(Status::InvalidNdim, &["query_start_loc.ndim = 0"]);
-    let mut a = Attn::new();
-    a.tout.ndim = 2;
-    a.fails(Status::InvalidNdim, &["output.ndim = 2"]);
-    let mut a = Attn::new();
-    let mut s = a.heads.t();
-    s.ndim = 2;
-    s.shape[1] = 1;
-    a.tsinks = Some(s);
-    a.fails(Status::InvalidNdim, &["sinks.ndim = 2"]);
+    Attn::with(|a| a.tq.ndim = 2).fails(Status::InvalidNdim, &["query.ndim = 2", "expected 3"]);
+    Attn::with(|a| a.tq.ndim = 7).fails(Status::InvalidNdim, &["query.ndim = 7"]);
+    Attn::with(|a| a.tk.ndim = 4).fails(Status::InvalidNdim, &["key_cache.ndim = 4", "expected 5"]);
+    Attn::with(|a| a.kv_layout = PKV_KV_LAYOUT_NHD).fails(Status::InvalidNdim, &["key_cache.ndim = 5", "nhd"]);
+    Attn::with(|a| a.tv.ndim = 5).fails(Status::InvalidNdim, &["value_cache.ndim = 5"]);
+    Attn::with(|a| a.tbt.ndim = 1).fails(Status::InvalidNdim, &["block_table.ndim = 1"]);
+    Attn::with(|a| {
+        a.tsl.ndim = 2;
+        a.tsl.shape[1] = 1;
+    })
+    .fails(Status::InvalidNdim, &["seq_lens.ndim = 2"]);
+    Attn::with(|a| a.tqsl.ndim = 0).fails(Status::InvalidNdim, &["query_start_loc.ndim = 0"]);
+    Attn::with(|a| a.tout.ndim = 2).fails(Status::InvalidNdim, &["output.ndim = 2"]);
+    Attn::with(|a| {
+        let mut s = a.heads.t();
+        s.ndim = 2;
+        s.shape[1] = 1;
+        a.tsinks = Some(s);
+    })
+    .fails(Status::InvalidNdim, &["sinks.ndim = 2"]);
 }
 
 #[test]
 fn attention_shapes_that_disagree() {
-    let mut a = Attn::new();
-    a.tout.shape[2] = D - 8;
-    a.fails(Status::ShapeMismatch, &["output.shape[2] = 8", "16"]);
-    let mut a = Attn::new();
-    a.tout.shape[0] = T - 1;
-    a.fails(Status::ShapeMismatch, &["output.shape[0] = 2", "3"]);
-    let mut a = Attn::new();
-    a.tv.shape[1] = HKV - 1;
-    a.fails(Status::ShapeMismatch, &["value_cache.shape[1] = 1", "num_kv_heads"]);
-    let mut a = Attn::new();
-    a.tv.shape[3] = BS - 1;
-    a.fails(Status::ShapeMismatch, &["value_cache.shape[3] = 15", "block_size"]);
-    let mut a = Attn::new();
-    a.tk.shape[4] = 8;
-    a.tk.shape[2] = D / 8;
-    a.fails(Status::ShapeMismatch, &["key_cache.shape[4] = 8", "x"]);
-    let mut a = Attn::new();
-    a.tq.shape[2] = 8;
-    a.tout.shape[2] = 8;
-    a.fails(Status::ShapeMismatch, &["query.shape[2] = 8", "head_size = 16"]);
-    let mut a = Attn::new();
-    a.tsl.shape[0] = 1;
-    a.fails(Status::ShapeMismatch, &["seq_lens.shape[0] = 1", "num_seqs"]);
-    let mut a = Attn::new();
-    a.tqsl.shape[0] = 2;
-    a.fails(Status::ShapeMismatch, &["query_start_loc.shape[0] = 2", "num_seqs + 1"]);
-    let mut a = Attn::new();
-    let mut s = a.heads.t();
-    s.shape[0] = 3;
-    a.talibi = Some(s);
-    a.fails(Status::ShapeMismatch, &["alibi_slopes.shape[0] = 3", "num_q_heads"]);
-    let mut a = Attn::new();
-    let mut s = a.heads.t();
-    s.shape[0] = 2;
-    a.tvs = Some(s);
-    a.fails(Status::ShapeMismatch, &["v_scale has 2 elements", "exactly 1"]);
-    let mut a = Attn::new();
-    a.tq.shape[0] = -1;
-    a.fails(Status::ShapeMismatch, &["query.shape[0] = -1"]);
+    Attn::with(|a| a.tout.shape[2] = D - 8).fails(Status::ShapeMismatch, &["output.shape[2] = 8", "16"]);
+    Attn::with(|a| a.tout.shape[0] = T - 1).fails(Status::ShapeMismatch, &["output.shape[0] = 2", "3"]);
+    Attn::with(|a| a.tv.shape[1] = HKV - 1).fails(Status::ShapeMismatch, &["value_cache.shape[1] = 1", "num_kv_heads"]);
+    Attn::with(|a| a.tv.shape[3] = BS - 1).fails(Status::ShapeMismatch, &["value_cache.shape[3] = 15", "block_size"]);
+    Attn::with(|a| {
+        a.tk.shape[4] = 8;
+        a.tk.shape[2] = D / 8;
+    })
+    .fails(Status::ShapeMismatch, &["key_cache.shape[4] = 8", "x"]);
+    Attn::with(|a| {
+        a.tq.shape[2] = 8;
+        a.tout.shape[2] = 8;
+    })
+    .fails(Status::ShapeMismatch, &["query.shape[2] = 8", "head_size = 16"]);
+    Attn::with(|a| a.tsl.shape[0] = 1).fails(Status::ShapeMismatch, &["seq_lens.shape[0] = 1", "num_seqs"]);
+    Attn::with(|a| a.tqsl.shape[0] = 2).fails(Status::ShapeMismatch, &["query_start_loc.shape[0] = 2", "num_seqs + 1"]);
+    Attn::with(|a| {
+        let mut s = a.heads.t();
+        s.shape[0] = 3;
+        a.talibi = Some(s);
+    })
+    .fails(Status::ShapeMismatch, &["alibi_slopes.shape[0] = 3", "num_q_heads"]);
+    Attn::with(|a| {
+        let mut s = a.heads.t();
+        s.shape[0] = 2;
+        a.tvs = Some(s);
+    })
+    .fails(Status::ShapeMismatch, &["v_scale has 2 elements", "exactly 1"]);
+    Attn::with(|a| a.tq.shape[0] = -1).fails(Status::ShapeMismatch, &["query.shape[0] = -1"]);
 }
 
 #[test]
 fn attention_strides() {
-    let mut a = Attn::new();
-    a.tq.strides[1] = -16;
-    a.fails(Status::InvalidStride, &["query.strides[1] = -16"]);
-    let mut a = Attn::new();
-    a.tout.strides[0] = 0;
-    a.fails(Status::InvalidStride, &["output.strides[0] = 0"]);
-    let mut a = Attn::new();
-    a.tk.strides[3] = 0;
-    a.fails(Status::InvalidStride, &["key_cache.strides[3] = 0"]);
-    let mut a = Attn::new();
-    a.tbt.strides[0] = -2;
-    a.fails(Status::InvalidStride, &["block_table.strides[0] = -2"]);
+    Attn::with(|a| a.tq.strides[1] = -16).fails(Status::InvalidStride, &["query.strides[1] = -16"]);
+    Attn::with(|a| a.tout.strides[0] = 0).fails(Status::InvalidStride, &["output.strides[0] = 0"]);
+    Attn::with(|a| a.tk.strides[3] = 0).fails(Status::InvalidStride, &["key_cache.strides[3] = 0"]);
+    Attn::with(|a| a.tbt.strides[0] = -2).fails(Status::InvalidStride, &["block_table.strides[0] = -2"]);
     // A broadcast (stride 0) query is only read, so it is accepted.
     let mut a = Attn::new();
     a.tq.strides[0] = 0;
@@ -456,70 +415,59 @@ fn attention_head_size_and_gqa_ratio() {
         let cache =
             Cache::new(Layout::NhdPadded { tok_pad: 0, head_pad: 0, blk_pad: 0 }, Dt::F32, NB, BS, HKV, d, &[0]);
         let q = Owned::new(Dt::F32, &[T, HQ, d]);
-        let mut a = Attn::new();
-        let _ = rng.next_u64();
-        a.kv_layout = PKV_KV_LAYOUT_NHD;
-        a.tk = cache.key_t();
-        a.tv = cache.value_t();
-        a.tq = q.t();
-        a.tout.shape[2] = d;
-        a.fails(Status::UnsupportedHeadSize, &[&format!("head_size = {d}")]);
+        Attn::with(|a| {
+            let _ = rng.next_u64();
+            a.kv_layout = PKV_KV_LAYOUT_NHD;
+            a.tk = cache.key_t();
+            a.tv = cache.value_t();
+            a.tq = q.t();
+            a.tout.shape[2] = d;
+        })
+        .fails(Status::UnsupportedHeadSize, &[&format!("head_size = {d}")]);
     }
     // 3 query heads over 2 kv heads.
-    let mut a = Attn::new();
-    a.tq.shape[1] = 3;
-    a.tout.shape[1] = 3;
-    a.fails(Status::GqaRatioNotIntegral, &["num_q_heads = 3", "num_kv_heads = 2"]);
+    Attn::with(|a| {
+        a.tq.shape[1] = 3;
+        a.tout.shape[1] = 3;
+    })
+    .fails(Status::GqaRatioNotIntegral, &["num_q_heads = 3", "num_kv_heads = 2"]);
 }
 
 #[test]
 fn attention_batch_values() {
     // A sequence longer than its block-table row: 40 tokens need 3 blocks of 16, the row has 2.
-    let mut a = Attn::new();
-    a.sl.buf.set_i32(0, 40);
-    a.fails(Status::BlockTableTooShort, &["seq_lens[0] = 40", "3 blocks", "2 columns"]);
+    Attn::with(|a| a.sl.buf.set_i32(0, 40))
+        .fails(Status::BlockTableTooShort, &["seq_lens[0] = 40", "3 blocks", "2 columns"]);
     // Block ids outside [0, num_blocks), in the second sequence (the first is fine).
     for bad in [NB as i32, -1, i32::MAX] {
-        let mut a = Attn::new();
-        a.bt.buf.set_i32(2, bad);
-        a.fails(Status::BlockIdOutOfRange, &[&format!("block_table[1][0] = {bad}"), "num_blocks = 4"]);
+        Attn::with(|a| a.bt.buf.set_i32(2, bad))
+            .fails(Status::BlockIdOutOfRange, &[&format!("block_table[1][0] = {bad}"), "num_blocks = 4"]);
     }
     // seq_len shorter than the sequence's query tokens.
-    let mut a = Attn::new();
-    a.sl.buf.set_i32(1, 1);
-    a.fails(Status::InvalidSeqLen, &["seq_lens[1] = 1", "2 query tokens"]);
-    let mut a = Attn::new();
-    a.sl.buf.set_i32(1, -3);
-    a.fails(Status::InvalidSeqLen, &["seq_lens[1] = -3"]);
+    Attn::with(|a| a.sl.buf.set_i32(1, 1)).fails(Status::InvalidSeqLen, &["seq_lens[1] = 1", "2 query tokens"]);
+    Attn::with(|a| a.sl.buf.set_i32(1, -3)).fails(Status::InvalidSeqLen, &["seq_lens[1] = -3"]);
     // query_start_loc not starting at 0, decreasing, or past num_tokens.
-    let mut a = Attn::new();
-    a.qsl.buf.set_i32(0, 1);
-    a.fails(Status::InvalidQueryStartLoc, &["query_start_loc[0] = 1", "expected 0"]);
-    let mut a = Attn::new();
-    a.qsl.buf.set_i32(1, 2);
-    a.qsl.buf.set_i32(2, 1);
-    a.fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 1", "query_start_loc[1] = 2"]);
-    let mut a = Attn::new();
-    a.qsl.buf.set_i32(2, 4);
-    a.fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 4", "num_tokens", "3"]);
+    Attn::with(|a| a.qsl.buf.set_i32(0, 1))
+        .fails(Status::InvalidQueryStartLoc, &["query_start_loc[0] = 1", "expected 0"]);
+    Attn::with(|a| {
+        a.qsl.buf.set_i32(1, 2);
+        a.qsl.buf.set_i32(2, 1);
+    })
+    .fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 1", "query_start_loc[1] = 2"]);
+    Attn::with(|a| a.qsl.buf.set_i32(2, 4))
+        .fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 4", "num_tokens", "3"]);
 }
 
 #[test]
 fn attention_scalar_values() {
     for bad in [f32::NAN, -0.5, f32::INFINITY, -f32::INFINITY] {
-        let mut a = Attn::new();
-        a.sm_scale = bad;
-        a.fails(Status::InvalidValue, &[&format!("sm_scale = {bad}")]);
+        Attn::with(|a| a.sm_scale = bad).fails(Status::InvalidValue, &[&format!("sm_scale = {bad}")]);
     }
     for bad in [f32::NAN, -1.0, f32::INFINITY] {
-        let mut a = Attn::new();
-        a.soft_cap = bad;
-        a.fails(Status::InvalidValue, &[&format!("logits_soft_cap = {bad}")]);
+        Attn::with(|a| a.soft_cap = bad).fails(Status::InvalidValue, &[&format!("logits_soft_cap = {bad}")]);
     }
     // A misaligned element pointer.
-    let mut a = Attn::new();
-    a.tq.byte_offset = 2;
-    a.fails(Status::InvalidValue, &["query", "not aligned"]);
+    Attn::with(|a| a.tq.byte_offset = 2).fails(Status::InvalidValue, &["query", "not aligned"]);
 }
 
 /// A value error found late (the second sequence) still leaves the output untouched, and
@@ -597,6 +545,13 @@ impl Wr {
         }
     }
 
+    /// A fresh fixture changed by `mutate`: one case of a test.
+    fn with(mutate: impl FnOnce(&mut Self)) -> Self {
+        let mut fixture = Self::new();
+        mutate(&mut fixture);
+        fixture
+    }
+
     fn args(&self) -> pkv_write_kv_cache_args {
         pkv_write_kv_cache_args {
             struct_size: self.struct_size,
@@ -660,119 +615,100 @@ fn write_null_arguments_and_struct_size() {
         assert_eq!(path, 7);
         assert!(w.cache.snapshot() == w.before);
     }
-    let mut w = Wr::new();
-    w.tk.data = ptr::null_mut();
-    w.fails(Status::NullArgument, &["key_cache.data is NULL"]);
+    Wr::with(|w| w.tk.data = ptr::null_mut()).fails(Status::NullArgument, &["key_cache.data is NULL"]);
     let full = size_of::<pkv_write_kv_cache_args>() as u32;
     for small in [0, full - 8, full - 1] {
-        let mut w = Wr::new();
-        w.struct_size = small;
-        w.fails(Status::InvalidStructSize, &["args->struct_size", &small.to_string(), &full.to_string()]);
+        Wr::with(|w| w.struct_size = small)
+            .fails(Status::InvalidStructSize, &["args->struct_size", &small.to_string(), &full.to_string()]);
     }
 }
 
 #[test]
 fn write_bad_arguments() {
-    let mut w = Wr::new();
-    w.tkey.dtype = PKV_DTYPE_INT32;
-    w.fails(Status::InvalidDtype, &["key.dtype = int32"]);
-    let mut w = Wr::new();
-    w.tval.dtype = PKV_DTYPE_BFLOAT16;
-    w.fails(Status::InvalidDtype, &["value.dtype = bfloat16", "float16"]);
-    let mut w = Wr::new();
-    w.tslots.dtype = PKV_DTYPE_INT32;
-    w.fails(Status::InvalidDtype, &["slot_mapping.dtype = int32", "int64"]);
+    Wr::with(|w| w.tkey.dtype = PKV_DTYPE_INT32).fails(Status::InvalidDtype, &["key.dtype = int32"]);
+    Wr::with(|w| w.tval.dtype = PKV_DTYPE_BFLOAT16).fails(Status::InvalidDtype, &["value.dtype = bfloat16", "float16"]);
+    Wr::with(|w| w.tslots.dtype = PKV_DTYPE_INT32)
+        .fails(Status::InvalidDtype, &["slot_mapping.dtype = int32", "int64"]);
     // An "auto" cache must hold the model dtype: a float32 cache for float16 keys.
     let f32_cache = Cache::new(Layout::SplitKvFirst, Dt::F32, NB, BS, HKV, D, &[0]);
-    let mut w = Wr::new();
-    w.tk = f32_cache.key_t();
-    w.tv = f32_cache.value_t();
-    w.fails(Status::InvalidDtype, &["key_cache.dtype = float32", "float16"]);
+    Wr::with(|w| {
+        w.tk = f32_cache.key_t();
+        w.tv = f32_cache.value_t();
+    })
+    .fails(Status::InvalidDtype, &["key_cache.dtype = float32", "float16"]);
     // A float16 cache whose key view claims another element type is caught by its shape (x).
-    let mut w = Wr::new();
-    w.tk.dtype = PKV_DTYPE_FLOAT32;
-    w.tv.dtype = PKV_DTYPE_FLOAT32;
-    w.fails(Status::ShapeMismatch, &["key_cache.shape[4] = 8", "x"]);
-    let mut w = Wr::new();
-    w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8_E5M2;
-    w.fails(Status::InvalidDtype, &["key_cache.dtype = float16", "fp8_e5m2"]);
+    Wr::with(|w| {
+        w.tk.dtype = PKV_DTYPE_FLOAT32;
+        w.tv.dtype = PKV_DTYPE_FLOAT32;
+    })
+    .fails(Status::ShapeMismatch, &["key_cache.shape[4] = 8", "x"]);
+    Wr::with(|w| w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8_E5M2)
+        .fails(Status::InvalidDtype, &["key_cache.dtype = float16", "fp8_e5m2"]);
     // "fp8" means OCP e4m3fn on the CPU: a typed fnuz cache disagrees.
     let fnuz = Cache::new(Layout::SplitKvFirst, Dt::E4M3FNUZ, NB, BS, HKV, D, &[0]);
-    let mut w = Wr::new();
-    w.tk = fnuz.key_t();
-    w.tv = fnuz.value_t();
-    w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8;
-    w.fails(Status::InvalidDtype, &["key_cache.dtype = float8_e4m3fnuz", "fp8_e4m3fn"]);
-    let mut w = Wr::new();
-    w.kv_cache_dtype = 6;
-    w.fails(Status::InvalidEnum, &["kv_cache_dtype = 6"]);
-    let mut w = Wr::new();
-    w.kv_layout = 2;
-    w.fails(Status::InvalidEnum, &["kv_layout = 2"]);
-    let mut w = Wr::new();
-    w.tkey.ndim = 2;
-    w.fails(Status::InvalidNdim, &["key.ndim = 2"]);
-    let mut w = Wr::new();
-    w.tslots.ndim = 2;
-    w.tslots.shape[1] = 1;
-    w.fails(Status::InvalidNdim, &["slot_mapping.ndim = 2"]);
-    let mut w = Wr::new();
-    w.kv_layout = PKV_KV_LAYOUT_NHD;
-    w.fails(Status::InvalidNdim, &["key_cache.ndim = 5"]);
-    let mut w = Wr::new();
-    w.tval.shape[1] = 1;
-    w.fails(Status::ShapeMismatch, &["value.shape[1] = 1"]);
-    let mut w = Wr::new();
-    w.tslots.shape[0] = 5;
-    w.fails(Status::ShapeMismatch, &["slot_mapping.shape[0] = 5", "key.shape[0] = 4"]);
-    let mut w = Wr::new();
-    w.tkey.shape[1] = 1;
-    w.tval.shape[1] = 1;
-    w.fails(Status::ShapeMismatch, &["key.shape[1] = 1", "num_kv_heads"]);
-    let mut w = Wr::new();
-    w.tkey.shape[2] = 8;
-    w.tval.shape[2] = 8;
-    w.fails(Status::ShapeMismatch, &["key.shape[2] = 8", "head_size = 16"]);
-    let mut w = Wr::new();
-    w.tkey.strides[0] = -32;
-    w.fails(Status::InvalidStride, &["key.strides[0] = -32"]);
-    let mut w = Wr::new();
-    w.tv.strides[3] = 0;
-    w.fails(Status::InvalidStride, &["value_cache.strides[3] = 0"]);
-    let mut w = Wr::new();
-    w.tval.device_type = PKV_DEVICE_CUDA;
-    w.fails(Status::DeviceMismatch, &["value is on cuda:0"]);
-    let mut w = Wr::new();
-    w.tslots.device_type = PKV_DEVICE_ROCM;
-    w.fails(Status::DeviceMismatch, &["slot_mapping is on rocm:0"]);
-    let mut w = Wr::new();
-    w.tk.device_type = PKV_DEVICE_CUDA;
-    w.tv.device_type = PKV_DEVICE_CUDA;
-    w.fails(Status::DeviceMismatch, &["key_cache is on cuda:0"]);
-    let mut w = Wr::new();
-    let mut s = w.scale.t();
-    s.shape[0] = 0;
-    w.tks = Some(s);
-    w.fails(Status::ShapeMismatch, &["k_scale has 0 elements"]);
-    let mut w = Wr::new();
-    let mut s = w.scale.t();
-    s.dtype = PKV_DTYPE_FLOAT16;
-    w.tks = Some(s);
-    w.fails(Status::InvalidDtype, &["k_scale.dtype = float16"]);
-    let mut w = Wr::new();
-    let mut s = w.scale.t();
-    s.device_type = PKV_DEVICE_CUDA;
-    w.tks = Some(s);
-    w.fails(Status::DeviceMismatch, &["k_scale is on cuda:0"]);
+    Wr::with(|w| {
+        w.tk = fnuz.key_t();
+        w.tv = fnuz.value_t();
+        w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_FP8;
+    })
+    .fails(Status::InvalidDtype, &["key_cache.dtype = float8_e4m3fnuz", "fp8_e4m3fn"]);
+    Wr::with(|w| w.kv_cache_dtype = 6).fails(Status::InvalidEnum, &["kv_cache_dtype = 6"]);
+    Wr::with(|w| w.kv_layout = 2).fails(Status::InvalidEnum, &["kv_layout = 2"]);
+    Wr::with(|w| w.tkey.ndim = 2).fails(Status::InvalidNdim, &["key.ndim = 2"]);
+    Wr::with(|w| {
+        w.tslots.ndim = 2;
+        w.tslots.shape[1] = 1;
+    })
+    .fails(Status::InvalidNdim, &["slot_mapping.ndim = 2"]);
+    Wr::with(|w| w.kv_layout = PKV_KV_LAYOUT_NHD).fails(Status::InvalidNdim, &["key_cache.ndim = 5"]);
+    Wr::with(|w| w.tval.shape[1] = 1).fails(Status::ShapeMismatch, &["value.shape[1] = 1"]);
+    Wr::with(|w| w.tslots.shape[0] = 5)
+        .fails(Status::ShapeMismatch, &["slot_mapping.shape[0] = 5", "key.shape[0] = 4"]);
+    Wr::with(|w| {
+        w.tkey.shape[1] = 1;
+        w.tval.shape[1] = 1;
+    })
+    .fails(Status::ShapeMismatch, &["key.shape[1] = 1", "num_kv_heads"]);
+    Wr::with(|w| {
+        w.tkey.shape[2] = 8;
+        w.tval.shape[2] = 8;
+    })
+    .fails(Status::ShapeMismatch, &["key.shape[2] = 8", "head_size = 16"]);
+    Wr::with(|w| w.tkey.strides[0] = -32).fails(Status::InvalidStride, &["key.strides[0] = -32"]);
+    Wr::with(|w| w.tv.strides[3] = 0).fails(Status::InvalidStride, &["value_cache.strides[3] = 0"]);
+    Wr::with(|w| w.tval.device_type = PKV_DEVICE_CUDA).fails(Status::DeviceMismatch, &["value is on cuda:0"]);
+    Wr::with(|w| w.tslots.device_type = PKV_DEVICE_ROCM).fails(Status::DeviceMismatch, &["slot_mapping is on rocm:0"]);
+    Wr::with(|w| {
+        w.tk.device_type = PKV_DEVICE_CUDA;
+        w.tv.device_type = PKV_DEVICE_CUDA;
+    })
+    .fails(Status::DeviceMismatch, &["key_cache is on cuda:0"]);
+    Wr::with(|w| {
+        let mut s = w.scale.t();
+        s.shape[0] = 0;
+        w.tks = Some(s);
+    })
+    .fails(Status::ShapeMismatch, &["k_scale has 0 elements"]);
+    Wr::with(|w| {
+        let mut s = w.scale.t();
+        s.dtype = PKV_DTYPE_FLOAT16;
+        w.tks = Some(s);
+    })
+    .fails(Status::InvalidDtype, &["k_scale.dtype = float16"]);
+    Wr::with(|w| {
+        let mut s = w.scale.t();
+        s.device_type = PKV_DEVICE_CUDA;
+        w.tks = Some(s);
+    })
+    .fails(Status::DeviceMismatch, &["k_scale is on cuda:0"]);
 }
 
 /// A slot past the cache fails before anything is written, even when earlier slots are fine.
 #[test]
 fn write_slot_out_of_range_writes_nothing() {
     for bad in [NB * BS, NB * BS + 1, i64::MAX] {
-        let mut w = Wr::new();
-        w.slots.buf.set_i64(3, bad);
-        w.fails(Status::SlotOutOfRange, &[&format!("slot_mapping[3] = {bad}"), "64"]);
+        Wr::with(|w| w.slots.buf.set_i64(3, bad))
+            .fails(Status::SlotOutOfRange, &[&format!("slot_mapping[3] = {bad}"), "64"]);
     }
     // The last valid slot is accepted.
     let mut w = Wr::new();
@@ -1652,16 +1588,18 @@ fn abi_layout_of_public_structs() {
 #[test]
 fn scale_values_are_checked_before_writing() {
     for bad in [0.0f32, -0.5, f32::NAN, f32::INFINITY] {
-        let mut w = Wr::new();
-        w.scale.buf.set_f32(0, bad);
-        w.tks = Some(w.scale.t());
-        w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_AUTO;
-        w.fails(Status::InvalidValue, &[&format!("k_scale[0] = {bad}")]);
+        Wr::with(|w| {
+            w.scale.buf.set_f32(0, bad);
+            w.tks = Some(w.scale.t());
+            w.kv_cache_dtype = PKV_KV_CACHE_DTYPE_AUTO;
+        })
+        .fails(Status::InvalidValue, &[&format!("k_scale[0] = {bad}")]);
 
-        let mut a = Attn::new();
-        a.scale.buf.set_f32(0, bad);
-        a.tvs = Some(a.scale.t());
-        a.fails(Status::InvalidValue, &[&format!("v_scale[0] = {bad}")]);
+        Attn::with(|a| {
+            a.scale.buf.set_f32(0, bad);
+            a.tvs = Some(a.scale.t());
+        })
+        .fails(Status::InvalidValue, &[&format!("v_scale[0] = {bad}")]);
     }
 }
 
@@ -1785,7 +1723,6 @@ fn empty_calls_succeed() {
 /// one address; it is refused before anything runs.
 #[test]
 fn overlapping_output_strides_are_rejected() {
-    let mut a = Attn::new();
-    a.tout.strides[..3].copy_from_slice(&[1, 1, 1]);
-    a.fails(Status::InvalidStride, &["output.strides", "overlap"]);
+    Attn::with(|a| a.tout.strides[..3].copy_from_slice(&[1, 1, 1]))
+        .fails(Status::InvalidStride, &["output.strides", "overlap"]);
 }
