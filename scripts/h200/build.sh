@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the NVIDIA release library on the build machine (no GPU needed) for the H200 proof:
-# target/release/libpagedkv.so, which `run.sh` loads on the GPU machine (carry it there).
+# $CARGO_TARGET_DIR (default target)/release/libpagedkv.so, which `run.sh` loads on the GPU machine (carry it there).
 # nvcc: $NVCC, else the PyPI CUDA 13 toolchain if installed, else the one on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,4 +10,4 @@ if [[ -z "${NVCC:-}" ]]; then
 fi
 export PKV_CUDA_ARCHS=${PKV_CUDA_ARCHS:-sm_90}
 cargo build --release --features cuda
-ls -l target/release/libpagedkv.so
+ls -l "${CARGO_TARGET_DIR:-target}/release/libpagedkv.so"

@@ -106,6 +106,17 @@ pub struct GeneralPlan {
     pub workspace_bytes: u64,
 }
 
+impl DecodePlan {
+    /// The kernel this plan launches.
+    pub fn kernel(&self) -> DecodeKernel {
+        match (self.tensor_cores, self.staged) {
+            (true, true) => DecodeKernel::StagedFp8,
+            (true, false) => DecodeKernel::TensorCores,
+            _ => DecodeKernel::Fma,
+        }
+    }
+}
+
 /// The decode kernel's launch: grid (num_seqs, num_kv_heads * head_groups, num_splits) of
 /// `DECODE_THREADS` threads; work-groups of sequences whose query length is not 1 exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,14 +125,18 @@ pub struct DecodePlan {
     /// Query heads of one kv head per work-group (one read of K/V serves them all).
     pub heads_per_cta: u32,
     pub head_groups: u32,
-    /// Static shared memory of the kernel instance (`decode_shared_mem_bytes`).
+    /// Shared memory of the kernel instance (`decode_shared_mem_bytes`, or
+    /// `decode_mma_shared_mem_bytes` for the tensor-core variant).
     pub shared_mem_bytes: u64,
     /// Byte offset of its split partials in the workspace (after the general kernel's).
     pub workspace_offset: u64,
     pub workspace_bytes: u64,
-    /// The tensor-core variant (NVIDIA, f16/bf16 queries and cache, slots contiguous in the
-    /// value layout): `DECODE_MMA_HEADS` heads per work-group.
+    /// A tensor-core kernel (NVIDIA, f16/bf16 queries, a cache of the same dtype or e4m3fn on
+    /// sm_89+, slots contiguous in the value layout): `DECODE_MMA_HEADS` heads per work-group.
     pub tensor_cores: bool,
+    /// The staged tensor-core kernel (fp8 caches: one-warp work-groups, cp.async stages in
+    /// dynamic shared memory); else the register kernel.
+    pub staged: bool,
 }
 
 /// Why a plan is what it is.
@@ -155,6 +170,7 @@ pub enum Reason {
         heads_per_cta: u32,
         head_groups: u32,
         tensor_cores: bool,
+        staged: bool,
         /// Keys per iteration of a work-group (one per thread).
         tile: u32,
     },
@@ -178,9 +194,14 @@ impl Reason {
                 heads_per_cta,
                 head_groups,
                 tensor_cores,
+                staged,
                 tile,
             } => {
-                let products = if tensor_cores { "tensor cores" } else { "FMA" };
+                let products = match (tensor_cores, staged) {
+                    (true, true) => "tensor cores, fp8 staged through shared memory",
+                    (true, false) => "tensor cores",
+                    _ => "FMA",
+                };
                 let tile_reason = if bs > tile {
                     format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
                 } else {
@@ -272,47 +293,95 @@ pub(crate) const DECODE_HEADS_PER_CTA: u32 = 4;
 /// Query heads one work-group of the decode kernel's tensor-core variant serves (`MMA_HEADS`:
 /// the n of its m16n8k16 products).
 pub(crate) const DECODE_MMA_HEADS: u32 = 8;
-/// Threads of the tensor-core variant's work-groups for head sizes up to 128 and above
+/// Threads of the register tensor-core kernel's work-groups for head sizes up to 128 and above
 /// (`MMA_THREADS_SMALL` / `MMA_THREADS_LARGE`).
 pub(crate) const DECODE_MMA_THREADS_SMALL: u32 = 96;
 pub(crate) const DECODE_MMA_THREADS_LARGE: u32 = 128;
+/// Threads of the staged (fp8) kernel's work-groups (`MmaShape::THREADS`: one warp).
+pub(crate) const DECODE_STAGED_THREADS: u32 = 32;
+/// Shared memory the NVIDIA runtime reserves per resident work-group, besides its own.
+const NVIDIA_RESERVED_SMEM_PER_CTA: u64 = 1024;
+/// Most resident work-groups per SM (NVIDIA sm_80 to sm_90).
+const NVIDIA_MAX_CTAS_PER_SM: u64 = 32;
 
-/// Threads of one decode work-group of the chosen variant.
-pub fn decode_threads(head_size: u32, tensor_cores: bool) -> u32 {
-    match (tensor_cores, head_size <= 128) {
-        (true, true) => DECODE_MMA_THREADS_SMALL,
-        (true, false) => DECODE_MMA_THREADS_LARGE,
-        _ => DECODE_THREADS,
+/// Which decode kernel serves a batch (`kernels/decode.hip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// `paged_decode_kernel`: FMA products, any wave size.
+    Fma,
+    /// `paged_decode_mma_kernel`: tensor cores, operands loaded to registers.
+    TensorCores,
+    /// `paged_decode_staged_kernel`: tensor cores, e4m3fn operands staged by cp.async.
+    StagedFp8,
+}
+
+/// Threads of one decode work-group of the chosen kernel.
+pub fn decode_threads(head_size: u32, kernel: DecodeKernel) -> u32 {
+    match kernel {
+        DecodeKernel::StagedFp8 => DECODE_STAGED_THREADS,
+        DecodeKernel::TensorCores if head_size <= 128 => DECODE_MMA_THREADS_SMALL,
+        DecodeKernel::TensorCores => DECODE_MMA_THREADS_LARGE,
+        DecodeKernel::Fma => DECODE_THREADS,
     }
 }
 
-/// Decode work-groups resident per compute unit. NVIDIA: the register caps of the kernels'
-/// launch bounds (`DEC_MIN_BLOCKS_*`, `MMA_MIN_BLOCKS_*` in kernels/decode.hip); elsewhere the
-/// tuning table's estimate.
-fn decode_resident_per_cu(limits: &DeviceLimits, tuning: &Tuning, head_size: u32, tensor_cores: bool) -> u32 {
+/// Decode work-groups resident per compute unit. Staged kernel: as many as its shared memory
+/// lets one SM hold (the opt-in limit of one work-group is what an SM holds, less the
+/// runtime's reservation; its launch bounds keep registers from binding first). Register
+/// kernels on NVIDIA: the register caps of their launch bounds (`DEC_MIN_BLOCKS_*`,
+/// `MMA_MIN_BLOCKS_*` in kernels/decode.hip); elsewhere the tuning table's estimate.
+fn decode_resident_per_cu(
+    limits: &DeviceLimits,
+    tuning: &Tuning,
+    head_size: u32,
+    kernel: DecodeKernel,
+    shared_mem_bytes: u64,
+) -> u32 {
     if !limits.arch.starts_with("sm_") {
         return tuning.decode_ctas_per_cu.max(1);
     }
-    match (tensor_cores, head_size <= 128) {
-        (true, true) => 4,
-        (true, false) => 2,
-        (false, true) => 4,
-        (false, false) => 3,
+    match (kernel, head_size <= 128) {
+        (DecodeKernel::StagedFp8, _) => {
+            let per_cta = shared_mem_bytes + NVIDIA_RESERVED_SMEM_PER_CTA;
+            let sm_bytes = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
+            (sm_bytes / per_cta).clamp(1, NVIDIA_MAX_CTAS_PER_SM) as u32
+        }
+        (DecodeKernel::TensorCores, true) => 4,
+        (DecodeKernel::TensorCores, false) => 2,
+        (DecodeKernel::Fma, true) => 4,
+        (DecodeKernel::Fma, false) => 3,
     }
 }
 /// A decode split walks at least this many keys of the longest possible context, so that a
 /// split's fixed costs (setup, merge, reduce) stay small against its streaming.
 pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
 
-/// Static shared memory of the decode kernel instance serving `head_size` on waves of
-/// `wave_size`. Mirrors the `__shared__` arrays of `paged_decode_kernel` and (`tensor_cores`)
-/// `paged_decode_mma_kernel` in `kernels/decode.hip` (instances for head sizes up to 128 and
-/// up to 256): change both together.
+/// Dynamic shared memory of the staged decode instance for head sizes up to `max_d` (128 or
+/// 256) and 16-bit (`fp8` false) or fp8 caches: `MmaShape<kFp8, kMaxD>::BYTES` in
+/// kernels/decode.hip, one warp per work-group (only fp8 instances are launched).
+pub fn decode_staged_shared_mem_bytes(max_d: u64, fp8: bool) -> u64 {
+    const STAGES: u64 = 2; // the tile in use and the one in flight
+    let (heads, tile) = (DECODE_MMA_HEADS as u64, 32u64);
+    let chunks = 2 * 2 * (max_d / 32) + 2 * (max_d / 16); // key and value chunks per lane and tile
+    let stages = STAGES * chunks * 32 * if fp8 { 8 } else { 16 };
+    let queries = heads * (max_d + 8) * 2; // 16-bit queries, rows padded by 16 bytes
+    let probs = 2 * heads * tile * 2; // 16-bit probabilities, hi and lo parts
+    let offsets = STAGES * 2 * tile * 8; // key and value offset per slot and stage
+    let stats = heads * 2 * 4; // (max, sum)
+    let head_consts = heads * 2 * 4; // score multiplier, ALiBi slope
+    let values_ahead = STAGES * 4; // per stage: the values were copied
+    stages + queries + probs + offsets + stats + head_consts + values_ahead
+}
+
+/// Static shared memory of the register decode kernel instance serving `head_size` on waves
+/// of `wave_size`: the `__shared__` arrays of `paged_decode_kernel` or (`tensor_cores`)
+/// `paged_decode_mma_kernel` (instances for head sizes up to 128 and up to 256). Mirrors
+/// `kernels/decode.hip`: change both together.
 pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: bool) -> u64 {
     let max_d: u64 = if head_size <= 128 { 128 } else { 256 };
     if tensor_cores {
         // Warps of 32; 32-key wave tiles.
-        let waves = (decode_threads(head_size, true) / 32) as u64;
+        let waves = (decode_threads(head_size, DecodeKernel::TensorCores) / 32) as u64;
         let (tile, heads) = (32u64, DECODE_MMA_HEADS as u64);
         let queries = heads * (max_d + 8) * 2; // s_q: 16-bit queries, rows padded by 16 bytes
         let offsets = 2 * waves * tile * 8; // s_kofs, s_vofs: i64 per slot
@@ -443,10 +512,10 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         workspace_bytes: general_workspace,
     };
 
-    let decode_slots = decode.map_or(0, |(_, _, _, tensor_cores)| {
-        limits.multiprocessor_count as u64 * decode_resident_per_cu(limits, tuning, d, tensor_cores) as u64
+    let decode_slots = decode.map_or(0, |(_, _, smem, kernel)| {
+        limits.multiprocessor_count as u64 * decode_resident_per_cu(limits, tuning, d, kernel, smem) as u64
     });
-    let decode = decode.map(|(heads_per_cta, head_groups, shared_mem_bytes, tensor_cores)| {
+    let decode = decode.map(|(heads_per_cta, head_groups, shared_mem_bytes, kernel)| {
         let base = p.num_seqs as u64 * p.num_kv_heads as u64 * head_groups as u64;
         // Every split of every (sequence, kv head, head group) streams about the same bytes, so
         // work-groups finish in waves: the split count keeps the grid within one wave of
@@ -473,7 +542,8 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             shared_mem_bytes,
             workspace_offset,
             workspace_bytes,
-            tensor_cores,
+            tensor_cores: kernel != DecodeKernel::Fma,
+            staged: kernel == DecodeKernel::StagedFp8,
         }
     });
     let workspace_bytes = match decode {
@@ -486,17 +556,17 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         return Ok(Plan {
             path: if d.num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
             // Keys one work-group walks per iteration: one per thread (each wave its own tile).
-            tile_size: decode_threads(d_size, d.tensor_cores),
+            tile_size: decode_threads(d_size, d.kernel()),
             block_q: 1,
             num_splits: d.num_splits,
-            threads: decode_threads(d_size, d.tensor_cores),
+            threads: decode_threads(d_size, d.kernel()),
             num_q_blocks: p.num_seqs.clamp(1, u32::MAX as i64) as u32,
             shared_mem_bytes: d.shared_mem_bytes,
             workspace_bytes,
             reason: Reason::Decode {
                 block_size: bs,
                 shared_mem: d.shared_mem_bytes,
-                limit: limits.shared_mem_per_block,
+                limit: if d.staged { limits.shared_mem_per_block_optin } else { limits.shared_mem_per_block },
                 ctas: p.num_seqs as u64 * p.num_kv_heads as u64 * d.head_groups as u64,
                 target_ctas: decode_slots,
                 cus: limits.multiprocessor_count,
@@ -504,7 +574,8 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
                 heads_per_cta: d.heads_per_cta,
                 head_groups: d.head_groups,
                 tensor_cores: d.tensor_cores,
-                tile: decode_threads(d_size, d.tensor_cores),
+                staged: d.staged,
+                tile: decode_threads(d_size, d.kernel()),
             },
             general,
             decode,
@@ -541,7 +612,7 @@ const DECODE_WORKSPACE_ALIGN: u64 = 256;
 /// Whether the decode kernel can run on this device, and its shape: `(heads_per_cta,
 /// head_groups, shared_mem_bytes)`. Its shared memory is static, so it must fit the limit a
 /// work-group gets without opting in; its work-groups must be whole waves.
-fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u32, u32, u64, bool)> {
+fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u32, u32, u64, DecodeKernel)> {
     // NVIDIA only for now: AMD builds of the kernel do not yet fit the register files without
     // spilling (kernels/decode.hip, pkv_kernel_paged_decode); the general kernel serves there.
     if !limits.arch.starts_with("sm_") {
@@ -551,20 +622,40 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
     if wave == 0 || DECODE_THREADS % wave != 0 {
         return None;
     }
-    // Tensor cores: NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16), queries and
-    // cache in the same 16-bit dtype, slots adjacent in the value layout (8 slots of one dim
-    // are one operand row segment).
+    // Tensor cores: NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16), f16/bf16
+    // queries, slots adjacent in the value layout (8 slots of one dim are one operand row
+    // segment), and a cache of the query's dtype or (sm_89 and later, whose hardware converts
+    // OCP fp8 pairs to f16 exactly) e4m3fn codes.
     let sm = limits
         .arch
         .strip_prefix("sm_")
         .and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
+    let cache_ok = match p.kv_quant {
+        None => true,
+        // One fp8 format per kernel instance (a run-time format would convert both ways);
+        // e5m2 and fnuz caches take the FMA variant.
+        Some(Fp8Format::E4M3FN) => sm.is_some_and(|v| v >= 89),
+        Some(Fp8Format::E5M2 | Fp8Format::E4M3FNUZ) => false,
+    };
     let tensor_cores = sm.is_some_and(|v| v >= 80)
         && wave == 32
         && matches!(p.query.dtype, DType::F16 | DType::BF16)
-        && p.kv_quant.is_none()
+        && cache_ok
         && p.geometry.value.tok == 1;
-    let smem = decode_shared_mem_bytes(p.head_size as u32, wave, tensor_cores);
-    if smem > limits.shared_mem_per_block {
+    let kernel = match (tensor_cores, p.kv_quant.is_some()) {
+        (true, true) => DecodeKernel::StagedFp8,
+        (true, false) => DecodeKernel::TensorCores,
+        _ => DecodeKernel::Fma,
+    };
+    let (smem, smem_limit) = if kernel == DecodeKernel::StagedFp8 {
+        // Dynamic shared memory, opted in above the default limit at launch.
+        let max_d = if p.head_size <= 128 { 128 } else { 256 };
+        let optin = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
+        (decode_staged_shared_mem_bytes(max_d, true), optin)
+    } else {
+        (decode_shared_mem_bytes(p.head_size as u32, wave, tensor_cores), limits.shared_mem_per_block)
+    };
+    if smem > smem_limit {
         return None;
     }
     let g = (p.gqa_ratio() as u32).max(1);
@@ -575,5 +666,5 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
     if p.num_kv_heads as u64 * head_groups as u64 > 65_535 || p.num_q_heads > 65_535 {
         return None;
     }
-    Some((heads_per_cta, head_groups, smem, tensor_cores))
+    Some((heads_per_cta, head_groups, smem, kernel))
 }
