@@ -52,8 +52,10 @@ struct Elem<PKV_DT_U8> {
 
 // ------------------------------------------------------------------------------------------
 // fp8: bit-identical to src/core/fp8.rs (round to nearest even, saturate to the largest
-// finite value, NaN to the format's NaN code). No hardware conversion instructions: their
-// saturation and NaN rules differ between vendors and generations.
+// finite value, NaN to the format's NaN code). Portable integer code: hardware conversions'
+// saturation and NaN rules differ between vendors and generations. (The cache writer uses
+// NVIDIA's sm_89+ satfinite conversion for e4m3fn/e5m2 where it is proven equal to this
+// encoder for every f32 input, scripts/h200/fp8_cvt_proof.cu, and falls back to it otherwise.)
 // ------------------------------------------------------------------------------------------
 
 struct Fp8Spec {
