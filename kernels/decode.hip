@@ -797,6 +797,12 @@ PKV_DEVICE float warp_max(float v) {
 }
 
 // The register kernel: f16/bf16 queries and a cache of the same dtype.
+// Dynamic shared memory of the register kernel: one tile's value chunks per warp (16 bytes per
+// lane and chunk; src/core/plan.rs decode_shared_mem_bytes adds the same).
+constexpr int mma_value_stage_bytes(int max_d) {
+    return (max_d <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE) / 32 * 2 * (max_d / 16) * 32 * 16;
+}
+
 template <int kQuery, int kMaxD>
 __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE,
                                   kMaxD <= 128 ? MMA_MIN_BLOCKS_SMALL : MMA_MIN_BLOCKS_LARGE)
@@ -806,14 +812,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int NW = MMA_THREADS / 32;
     const int NB = kMaxD / 32;   // 32-wide k blocks of the scores
     const int NMD = kMaxD / 16;  // 16-dim m-tiles of the output
-    // Loads in flight per lane: both key m-tiles at once for head sizes up to 128, one at a
-    // time above; value m-tiles in batches of the same register budget.
-    // (16 loads of 16 bytes for head sizes up to 128, 8 above, where the accumulators are twice
-    // as many.)
+    // Key loads in flight per lane: both m-tiles at once for head sizes up to 128, one at a
+    // time above (16 loads of 16 bytes, 8 above, where the accumulators are twice as many).
     const int KMT = kMaxD <= 128 ? 2 : 1;
     const int KB = 4;
-    const int VMD = kMaxD <= 128 ? 8 : 4;
-    static_assert(NB % KB == 0 && NMD % VMD == 0, "load batches tile the operands");
+    static_assert(NB % KB == 0, "load batches tile the operands");
 
     __shared__ int64_t s_kofs[NW][MMA_TILE];  // key offset per slot (-1: not visible)
     __shared__ int64_t s_vofs[NW][MMA_TILE];  // value offset per slot (-1: not visible)
@@ -823,6 +826,10 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     __shared__ __attribute__((aligned(16))) Raw s_pb[NW][2][MMA_HEADS][MMA_TILE];
     __shared__ __attribute__((aligned(16))) float s_acc[NW][MMA_HEADS][kMaxD];  // per-wave outputs (end)
     __shared__ float s_ml[NW][MMA_HEADS][2];                                     // per-wave (max, sum)
+    // The tile's value chunks, copied by cp.async when the tile starts so that their round
+    // trip overlaps the keys' and the scores (dynamic: [NW][2 * NMD][32], mma_value_stage_bytes).
+    extern __shared__ __attribute__((aligned(16))) unsigned char smem[];
+    Raw8<Raw>* s_vstage = reinterpret_cast<Raw8<Raw>*>(smem);
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
@@ -942,6 +949,20 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             s_vofs[wave][lane] = vofs;
             wave_sync();
         }
+        // ---- Values first: when every lane's 8 slots of a dim are one access (8 slots of one
+        // block, block_size % 8 == 0), this lane's chunks go to the stage now and land while
+        // the keys load and the scores and softmax run (one memory round trip per tile, not
+        // two). A lane reads back only its own chunks: no barrier, only its own wait.
+        const int64_t first = s_vofs[wave][8 * t];
+        const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
+        const bool values_ahead = __all_sync(0xffffffffu, whole);
+        Raw8<Raw>* my_values = s_vstage + wave * (2 * NMD) * 32 + lane;
+        if (values_ahead) {
+            const Raw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
+#pragma unroll 4
+            for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi) copy_async<16>(my_values + i * 32, vrow, 8 * i + g < D);
+            copy_async_commit();
+        }
 
         // ---- Scores: sc[mt] = fragments of keys 16mt + g (+8) x heads 2t, 2t+1.
         float sc[2][4];
@@ -1030,29 +1051,14 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             const uint4 x = *reinterpret_cast<const uint4*>(&s_pb[wave][1][g][8 * t]);
             pl[0] = x.x, pl[1] = x.y, pl[2] = x.z, pl[3] = x.w;
         }
-        const int64_t first = s_vofs[wave][8 * t];
-        // Whole groups visible in every lane (the wave decides together: the products need
-        // all lanes): one load per dim and lane (8 slots of one block, block_size % 8 == 0).
-        // Else (an edge of the visible range, or blocks not a multiple of 8 slots) slot by slot,
-        // only the visible ones.
-        const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
-        if (__all_sync(0xffffffffu, whole)) {
+        if (values_ahead) {
+            copy_async_wait<0>();
 #pragma unroll
-            for (int md0 = 0; md0 < NMD; md0 += VMD) {
-                Raw8<Raw> vf[VMD][2];
-#pragma unroll
-                for (int mi = 0; mi < VMD; ++mi)
-#pragma unroll
-                    for (int rh = 0; rh < 2; ++rh) {
-                        const int d = 16 * (md0 + mi) + 8 * rh + g;
-                        vf[mi][rh].clear();
-                        if (d < D) vf[mi][rh].load_all(vbase + static_cast<int64_t>(d) * va.dhi + first);
-                    }
-#pragma unroll
-                for (int mi = 0; mi < VMD; ++mi) {
-                mma_k32<kQuery>(o[md0 + mi], vf[mi][0].w, vf[mi][1].w, pb);
-                mma_k32<kQuery>(o[md0 + mi], vf[mi][0].w, vf[mi][1].w, pl);
-            }
+            for (int md = 0; md < NMD; ++md) {
+                const Raw8<Raw> v0 = my_values[(2 * md) * 32];
+                const Raw8<Raw> v1 = my_values[(2 * md + 1) * 32];
+                mma_k32<kQuery>(o[md], v0.w, v1.w, pb);
+                mma_k32<kQuery>(o[md], v0.w, v1.w, pl);
             }
         } else {
 #pragma unroll
@@ -1583,7 +1589,13 @@ template <int kQuery, int kMaxD>
 pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
                     static_cast<unsigned>(p.decode_splits));
-    paged_decode_mma_kernel<kQuery, kMaxD><<<grid, kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE, 0, stream>>>(p);
+    const int bytes = mma_value_stage_bytes(kMaxD);
+    void (*kernel)(pkv_attention_params) = paged_decode_mma_kernel<kQuery, kMaxD>;
+    if (bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
+        const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
+        if (e != pkv_success) return e;
+    }
+    kernel<<<grid, kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE, bytes, stream>>>(p);
     return launch_reduce<kQuery>(p, stream);
 }
 

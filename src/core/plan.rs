@@ -340,14 +340,13 @@ fn decode_resident_per_cu(
     if !limits.arch.starts_with("sm_") {
         return tuning.decode_ctas_per_cu.max(1);
     }
+    let per_cta = shared_mem_bytes + NVIDIA_RESERVED_SMEM_PER_CTA;
+    let sm_bytes = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
+    let by_smem = (sm_bytes / per_cta).clamp(1, NVIDIA_MAX_CTAS_PER_SM) as u32;
     match (kernel, head_size <= 128) {
-        (DecodeKernel::StagedFp8, _) => {
-            let per_cta = shared_mem_bytes + NVIDIA_RESERVED_SMEM_PER_CTA;
-            let sm_bytes = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
-            (sm_bytes / per_cta).clamp(1, NVIDIA_MAX_CTAS_PER_SM) as u32
-        }
-        (DecodeKernel::TensorCores, true) => 4,
-        (DecodeKernel::TensorCores, false) => 2,
+        (DecodeKernel::StagedFp8, _) => by_smem,
+        (DecodeKernel::TensorCores, true) => by_smem.min(4),
+        (DecodeKernel::TensorCores, false) => by_smem.min(2),
         (DecodeKernel::Fma, true) => 4,
         (DecodeKernel::Fma, false) => 3,
     }
@@ -373,10 +372,10 @@ pub fn decode_staged_shared_mem_bytes(max_d: u64, fp8: bool) -> u64 {
     stages + queries + probs + offsets + stats + head_consts + values_ahead
 }
 
-/// Static shared memory of the register decode kernel instance serving `head_size` on waves
-/// of `wave_size`: the `__shared__` arrays of `paged_decode_kernel` or (`tensor_cores`)
-/// `paged_decode_mma_kernel` (instances for head sizes up to 128 and up to 256). Mirrors
-/// `kernels/decode.hip`: change both together.
+/// Shared memory of the register decode kernel instance serving `head_size` on waves of
+/// `wave_size`: the `__shared__` arrays of `paged_decode_kernel`, or (`tensor_cores`) those of
+/// `paged_decode_mma_kernel` plus its dynamic value stage (instances for head sizes up to 128
+/// and up to 256). Mirrors `kernels/decode.hip`: change both together.
 pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: bool) -> u64 {
     let max_d: u64 = if head_size <= 128 { 128 } else { 256 };
     if tensor_cores {
@@ -388,7 +387,8 @@ pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: boo
         let probs = 2 * waves * heads * tile * 2; // s_pb: 16-bit probabilities, hi and lo parts
         let partials = waves * heads * max_d * 4; // s_acc
         let stats = waves * heads * 2 * 4; // s_ml
-        return queries + offsets + probs + partials + stats;
+        let value_stage = waves * 2 * (max_d / 16) * 32 * 16; // dynamic: one tile's value chunks
+        return queries + offsets + probs + partials + stats + value_stage;
     }
     let (waves, wave, hpc) =
         ((DECODE_THREADS / wave_size.max(1)) as u64, wave_size as u64, DECODE_HEADS_PER_CTA as u64);
@@ -566,7 +566,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             reason: Reason::Decode {
                 block_size: bs,
                 shared_mem: d.shared_mem_bytes,
-                limit: if d.staged { limits.shared_mem_per_block_optin } else { limits.shared_mem_per_block },
+                limit: if d.tensor_cores { limits.shared_mem_per_block_optin } else { limits.shared_mem_per_block },
                 ctas: p.num_seqs as u64 * p.num_kv_heads as u64 * d.head_groups as u64,
                 target_ctas: decode_slots,
                 cus: limits.multiprocessor_count,
@@ -647,13 +647,16 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
         (true, false) => DecodeKernel::TensorCores,
         _ => DecodeKernel::Fma,
     };
-    let (smem, smem_limit) = if kernel == DecodeKernel::StagedFp8 {
-        // Dynamic shared memory, opted in above the default limit at launch.
-        let max_d = if p.head_size <= 128 { 128 } else { 256 };
-        let optin = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
-        (decode_staged_shared_mem_bytes(max_d, true), optin)
-    } else {
-        (decode_shared_mem_bytes(p.head_size as u32, wave, tensor_cores), limits.shared_mem_per_block)
+    // Tensor-core kernels use dynamic shared memory, opted in above the default limit at
+    // launch; the FMA kernel's is static.
+    let optin = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
+    let (smem, smem_limit) = match kernel {
+        DecodeKernel::StagedFp8 => {
+            let max_d = if p.head_size <= 128 { 128 } else { 256 };
+            (decode_staged_shared_mem_bytes(max_d, true), optin)
+        }
+        DecodeKernel::TensorCores => (decode_shared_mem_bytes(p.head_size as u32, wave, true), optin),
+        DecodeKernel::Fma => (decode_shared_mem_bytes(p.head_size as u32, wave, false), limits.shared_mem_per_block),
     };
     if smem > smem_limit {
         return None;
