@@ -187,7 +187,9 @@ fn tile_is_independent_of_block_size() {
     }
 }
 
-/// More work-groups never ask for more splits (a full GPU needs no split).
+/// More work-groups never ask for more splits: a full GPU needs no split, except that the
+/// decode kernel bounds the keys one work-group walks (6144 of the longest context, so that
+/// one long sequence of a mixed batch does not set its time).
 #[test]
 fn splits_do_not_grow_with_the_batch() {
     for t in devices() {
@@ -214,7 +216,9 @@ fn splits_do_not_grow_with_the_batch() {
                 );
                 last = p.num_splits;
             }
-            assert_eq!(last, 1, "{}: a batch of 2048 sequences fills any GPU", t.arch());
+            // 32768 keys: the fewest splits of at most 6144 keys each is 6.
+            let length_bound = if t.arch().starts_with("sm_") { 6 } else { 1 };
+            assert_eq!(last, length_bound, "{}: a batch of 2048 sequences fills any GPU", t.arch());
         }
     }
 }

@@ -354,6 +354,11 @@ fn decode_resident_per_cu(
 /// A decode split walks at least this many keys of the longest possible context, so that a
 /// split's fixed costs (setup, merge, reduce) stay small against its streaming.
 pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
+/// A decode split walks at most about this many keys of the longest possible context: a
+/// batch's lengths are unknown to the plan (graph-safe), and one work-group streaming a whole
+/// long context while its neighbours finish short ones would set the batch's time (mixed
+/// lengths). Splits of a sequence share its keys equally, so no work-group walks more.
+pub(crate) const DECODE_MAX_KEYS_PER_SPLIT: u64 = 6144;
 
 /// Dynamic shared memory of the staged decode instance for head sizes up to `max_d` (128 or
 /// 256) and 16-bit (`fp8` false) or fp8 caches: `MmaShape<kFp8, kMaxD>::BYTES` in
@@ -521,8 +526,13 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         // work-groups finish in waves: the split count keeps the grid within one wave of
         // resident work-groups (as many splits as fit), or leaves it at one split when the
         // batch alone is more than a wave. Shape-only, and never growing with the batch. Each
-        // split walks a useful stretch of the longest context.
-        let wanted = if base <= decode_slots { decode_slots / base.max(1) } else { 1 }.max(1);
+        // split walks a useful stretch of the longest context, and long tables get enough
+        // splits that no work-group walks more than DECODE_MAX_KEYS_PER_SPLIT keys.
+        // More splits than fill one wave are rounded up to whole waves (a wave and a half
+        // of equal work-groups would take two).
+        let fill = if base <= decode_slots { decode_slots / base.max(1) } else { 1 }.max(1);
+        let for_length = (p.max_context_bound() as u64).div_ceil(DECODE_MAX_KEYS_PER_SPLIT);
+        let wanted = if for_length > fill { for_length.div_ceil(fill) * fill } else { fill };
         let by_length = (p.max_context_bound() as u64).div_ceil(DECODE_MIN_KEYS_PER_SPLIT).max(1);
         let mut splits = wanted.min(tuning.max_splits as u64).min(by_length).max(1) as u32;
         if !decode_shaped {
