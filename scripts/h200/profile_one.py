@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 import pagedkv as pkv  # noqa: E402
 
 dev = torch.device("cuda", 0)
-batch, ctx, bs, hq, hkv, d = 64, 4096, 16, 32, 8, 128
+# PKV_PROFILE_BS picks the block size (default 16), to compare large-block layouts.
+batch, ctx, bs, hq, hkv, d = 64, 4096, int(os.environ.get("PKV_PROFILE_BS", "16")), 32, 8, 128
 blocks = batch * ctx // bs
 kv_cache = torch.randn(2, blocks, bs, hkv, d, device=dev).to(torch.bfloat16)
 kc, vc = pkv.split_kv_cache(kv_cache, hkv, d)
@@ -25,7 +26,7 @@ q = torch.randn(batch, hq, d, device=dev).to(torch.bfloat16)
 for _ in range(2):
     pkv.paged_attention(q, kc, vc, table, seq_lens, qsl)
 key = torch.randn(65536, hkv, d, device=dev).to(torch.bfloat16)
-cache2 = torch.empty(2, 65536 // bs, bs, hkv, d, device=dev, dtype=torch.bfloat16)
+cache2 = torch.empty(2, 65536 // 16, 16, hkv, d, device=dev, dtype=torch.bfloat16)
 k2, v2 = pkv.split_kv_cache(cache2, hkv, d)
 slots = torch.arange(65536, dtype=torch.int64, device=dev)
 pkv.write_kv_cache(key, key, k2, v2, slots)
