@@ -14,8 +14,11 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 import pagedkv as pkv  # noqa: E402
 
 dev = torch.device("cuda", 0)
-# PKV_PROFILE_BS picks the block size (default 16), to compare large-block layouts.
-batch, ctx, bs, hq, hkv, d = 64, 4096, int(os.environ.get("PKV_PROFILE_BS", "16")), 32, 8, 128
+# PKV_PROFILE_BS / _BATCH / _CTX pick the block size (16), batch (64) and context (4096), to
+# compare layouts and shapes (e.g. B1 L32k).
+env = os.environ.get
+batch, ctx, bs = int(env("PKV_PROFILE_BATCH", "64")), int(env("PKV_PROFILE_CTX", "4096")), int(env("PKV_PROFILE_BS", "16"))
+hq, hkv, d = 32, 8, 128
 blocks = batch * ctx // bs
 kv_cache = torch.randn(2, blocks, bs, hkv, d, device=dev).to(torch.bfloat16)
 kc, vc = pkv.split_kv_cache(kv_cache, hkv, d)
