@@ -47,7 +47,7 @@ constexpr int CHUNK = 8;             // elements per 16-byte (8-byte for fp8) lo
 constexpr int K_BYTES_IN_FLIGHT = 128;
 constexpr int V_BYTES_IN_FLIGHT = 128;
 constexpr int V_GROUP_LANES = 2;     // lanes splitting one dim's 8-slot groups (16 slots = 32 bytes)
-constexpr int REDUCE_THREADS = 64;  // one thread per 8-dim chunk of one head (head_size <= 256: 32)
+constexpr int REDUCE_THREADS = 64;  // split reduce: chunk x split-group threads (head_size <= 256: 32 chunks)
 
 static_assert(DEC_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
 static_assert(PKV_WAVE_SIZE % (CHUNK * V_GROUP_LANES) == 0, "a wave tile is whole slot-group pairs");
@@ -1529,31 +1529,64 @@ __global__ void __launch_bounds__(MmaShape<kFp8, kMaxD>::THREADS, kMaxD <= 128 ?
 
 // Merges the decode splits of one (sequence, query head): out = sum_j w_j acc_j / sum_j w_j l_j,
 // w_j = e^(m_j - M). One work-group per (sequence, head): the partials of a long single
-// sequence spread over the whole GPU instead of one work-group.
+// sequence spread over the whole GPU instead of one work-group. Every step spreads the splits
+// over the threads (a thread walking all 64 splits of B1 L32k one dependent load after another
+// took 34 us; docs/performance.md): the maximum and the weights first, then groups of threads
+// take every groups-th split of each 8-dim chunk, summed through shared memory.
+constexpr int REDUCE_STAGED_SPLITS = 256;  // weights kept in shared memory (the planner caps splits at 64)
+
+PKV_DEVICE float block_reduce(float v, float* s_red, bool take_max) {
+    s_red[threadIdx.x] = v;
+    __syncthreads();
+    float r = s_red[0];
+    for (int i = 1; i < REDUCE_THREADS; ++i) r = take_max ? fmaxf(r, s_red[i]) : r + s_red[i];
+    __syncthreads();  // s_red free again
+    return r;
+}
+
 template <int kOut>
 __global__ void __launch_bounds__(REDUCE_THREADS) decode_reduce_kernel(pkv_attention_params p) {
+    __shared__ float s_red[REDUCE_THREADS];
+    __shared__ float s_w[REDUCE_STAGED_SPLITS];  // weight of split j; -1: an empty split
+    __shared__ __attribute__((aligned(16))) float s_num[REDUCE_THREADS][CHUNK];
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
+    const int tid = threadIdx.x;
     const int q_begin = qsl_at(p, seq);
-    if (qsl_at(p, seq + 1) - q_begin != 1) return;
+    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform
     const int D = p.head_size;
     const int S = p.decode_splits;
     const int nch = D / CHUNK;
     const float* ws_acc = p.decode_workspace;
     const float* ws_ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D;
-    const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
     const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_q_heads + h) * S;
-    for (int c = threadIdx.x; c < nch; c += REDUCE_THREADS) {
-        float M = NEG_INF;
-        for (int j = 0; j < S; ++j) M = fmaxf(M, ws_ml[(slot0 + j) * 2]);
-        float num[CHUNK], den = 0.0f;
+    // Weight of split j (-1: empty, it saw no key).
+    auto weight = [&](int j, float M) -> float {
+        const float m = ws_ml[(slot0 + j) * 2];
+        return m == NEG_INF ? -1.0f : expf(m - M);
+    };
+
+    float mx = NEG_INF;
+    for (int j = tid; j < S; j += REDUCE_THREADS) mx = fmaxf(mx, ws_ml[(slot0 + j) * 2]);
+    const float M = block_reduce(mx, s_red, true);
+    float den = 0.0f;
+    for (int j = tid; j < S; j += REDUCE_THREADS) {
+        const float w = weight(j, M);
+        if (w >= 0.0f) den += w * ws_ml[(slot0 + j) * 2 + 1];
+        if (j < REDUCE_STAGED_SPLITS) s_w[j] = w;
+    }
+    den = block_reduce(den, s_red, false);  // (its barrier also publishes s_w)
+
+    // Thread (group, chunk c): splits group, group + groups, ... of chunk c.
+    const int groups = REDUCE_THREADS / nch;  // head_size <= 256: nch <= 32, at least 2 groups
+    const int c = tid % nch, group = tid / nch;
+    float num[CHUNK];
 #pragma unroll
-        for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
-        for (int j = 0; j < S; ++j) {
-            const float m = ws_ml[(slot0 + j) * 2];
-            if (m == NEG_INF) continue;  // an empty split
-            const float w = expf(m - M);
-            den += w * ws_ml[(slot0 + j) * 2 + 1];
+    for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
+    if (group < groups) {
+        for (int j = group; j < S; j += groups) {
+            const float w = j < REDUCE_STAGED_SPLITS ? s_w[j] : weight(j, M);
+            if (w < 0.0f) continue;  // an empty split
             const float4* a = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
             const float4 a0 = a[0], a1 = a[1];
             num[0] += w * a0.x;
@@ -1565,12 +1598,22 @@ __global__ void __launch_bounds__(REDUCE_THREADS) decode_reduce_kernel(pkv_atten
             num[6] += w * a1.z;
             num[7] += w * a1.w;
         }
+    }
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) s_num[tid][i] = num[i];
+    __syncthreads();
+    if (tid < nch) {
+        const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
         float v[CHUNK];
 #pragma unroll
-        for (int i = 0; i < CHUNK; ++i) v[i] = den > 0.0f ? num[i] / den : 0.0f;
+        for (int i = 0; i < CHUNK; ++i) {
+            float s = 0.0f;
+            for (int gi = 0; gi < groups; ++gi) s += s_num[gi * nch + tid][i];
+            v[i] = den > 0.0f ? s / den : 0.0f;
+        }
         const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] +
                             static_cast<int64_t>(h) * p.output_strides[1] +
-                            static_cast<int64_t>(c) * CHUNK * p.output_strides[2];
+                            static_cast<int64_t>(tid) * CHUNK * p.output_strides[2];
         store_out8<kOut>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
     }
 }
