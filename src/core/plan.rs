@@ -107,13 +107,11 @@ pub struct GeneralPlan {
 }
 
 impl DecodePlan {
-    /// The kernel this plan launches.
-    pub fn kernel(&self) -> DecodeKernel {
-        match (self.tensor_cores, self.staged) {
-            (true, true) => DecodeKernel::StagedFp8,
-            (true, false) => DecodeKernel::TensorCores,
-            _ => DecodeKernel::Fma,
-        }
+    /// A tensor-core kernel (NVIDIA, f16/bf16 queries, a cache of the same dtype or e4m3fn on
+    /// sm_89+, slots contiguous in the value layout): `DECODE_MMA_HEADS` heads per work-group,
+    /// dynamic shared memory.
+    pub fn tensor_cores(&self) -> bool {
+        self.kernel != DecodeKernel::Fma
     }
 }
 
@@ -126,17 +124,13 @@ pub struct DecodePlan {
     pub heads_per_cta: u32,
     pub head_groups: u32,
     /// Shared memory of the kernel instance (`decode_shared_mem_bytes`, or
-    /// `decode_mma_shared_mem_bytes` for the tensor-core variant).
+    /// `decode_staged_shared_mem_bytes` for the staged kernel).
     pub shared_mem_bytes: u64,
     /// Byte offset of its split partials in the workspace (after the general kernel's).
     pub workspace_offset: u64,
     pub workspace_bytes: u64,
-    /// A tensor-core kernel (NVIDIA, f16/bf16 queries, a cache of the same dtype or e4m3fn on
-    /// sm_89+, slots contiguous in the value layout): `DECODE_MMA_HEADS` heads per work-group.
-    pub tensor_cores: bool,
-    /// The staged tensor-core kernel (fp8 caches: one-warp work-groups, cp.async stages in
-    /// dynamic shared memory); else the register kernel.
-    pub staged: bool,
+    /// The kernel this plan launches.
+    pub kernel: DecodeKernel,
 }
 
 /// Why a plan is what it is.
@@ -169,8 +163,7 @@ pub enum Reason {
         table_width: i64,
         heads_per_cta: u32,
         head_groups: u32,
-        tensor_cores: bool,
-        staged: bool,
+        kernel: DecodeKernel,
         /// Keys per iteration of a work-group (one per thread).
         tile: u32,
     },
@@ -193,14 +186,13 @@ impl Reason {
                 table_width,
                 heads_per_cta,
                 head_groups,
-                tensor_cores,
-                staged,
+                kernel,
                 tile,
             } => {
-                let products = match (tensor_cores, staged) {
-                    (true, true) => "tensor cores, fp8 staged through shared memory",
-                    (true, false) => "tensor cores",
-                    _ => "FMA",
+                let products = match kernel {
+                    DecodeKernel::StagedFp8 => "tensor cores, fp8 staged through shared memory",
+                    DecodeKernel::TensorCores => "tensor cores",
+                    DecodeKernel::Fma => "FMA",
                 };
                 let tile_reason = if bs > tile {
                     format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
@@ -552,8 +544,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             shared_mem_bytes,
             workspace_offset,
             workspace_bytes,
-            tensor_cores: kernel != DecodeKernel::Fma,
-            staged: kernel == DecodeKernel::StagedFp8,
+            kernel,
         }
     });
     let workspace_bytes = match decode {
@@ -566,26 +557,25 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         return Ok(Plan {
             path: if d.num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
             // Keys one work-group walks per iteration: one per thread (each wave its own tile).
-            tile_size: decode_threads(d_size, d.kernel()),
+            tile_size: decode_threads(d_size, d.kernel),
             block_q: 1,
             num_splits: d.num_splits,
-            threads: decode_threads(d_size, d.kernel()),
+            threads: decode_threads(d_size, d.kernel),
             num_q_blocks: p.num_seqs.clamp(1, u32::MAX as i64) as u32,
             shared_mem_bytes: d.shared_mem_bytes,
             workspace_bytes,
             reason: Reason::Decode {
                 block_size: bs,
                 shared_mem: d.shared_mem_bytes,
-                limit: if d.tensor_cores { limits.shared_mem_per_block_optin } else { limits.shared_mem_per_block },
+                limit: if d.tensor_cores() { limits.shared_mem_per_block_optin } else { limits.shared_mem_per_block },
                 ctas: p.num_seqs as u64 * p.num_kv_heads as u64 * d.head_groups as u64,
                 target_ctas: decode_slots,
                 cus: limits.multiprocessor_count,
                 table_width: p.max_blocks_per_seq,
                 heads_per_cta: d.heads_per_cta,
                 head_groups: d.head_groups,
-                tensor_cores: d.tensor_cores,
-                staged: d.staged,
-                tile: decode_threads(d_size, d.kernel()),
+                kernel: d.kernel,
+                tile: decode_threads(d_size, d.kernel),
             },
             general,
             decode,

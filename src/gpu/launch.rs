@@ -121,7 +121,7 @@ pub fn paged_attention(
     stream: usize,
 ) -> Result<()> {
     check_device(p.device)?;
-    let decode_threads = plan.decode.map(|d| decode_threads(p.head_size as u32, d.kernel()));
+    let decode_threads = plan.decode.map(|d| decode_threads(p.head_size as u32, d.kernel));
     if plan.threads != KERNEL_THREADS && Some(plan.threads) != decode_threads {
         return Err(Error::new(
             Status::Internal,

@@ -379,7 +379,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         decode_splits: decode.map_or(1, |d| d.num_splits as i32),
         decode_heads_per_cta: decode.map_or(1, |d| d.heads_per_cta as i32),
         decode_head_groups: decode.map_or(1, |d| d.head_groups as i32),
-        decode_mma: decode.is_some_and(|d| d.tensor_cores) as i32,
+        decode_mma: decode.is_some_and(|d| d.tensor_cores()) as i32,
         decode_reserved: 0,
     })
 }
