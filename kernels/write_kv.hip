@@ -27,11 +27,13 @@
 //   unaligned runs, random slots) falls back to element stores, correct for every input.
 //
 // fp8: `encode(v / scale)` with the division correctly rounded (IEEE f32, as the CPU's `v /
-// scale`), computed without a per-element division (see Quotient) and encoded by the hardware
-// (NVIDIA sm_89+, e4m3fn/e5m2: cvt.rn.satfinite, two values per instruction, proven against the
-// portable encoder for every f32 by scripts/h200/fp8_cvt_proof.cu) or branch-free
-// (fp8_code_fast: e4m3fnuz, AMD); inputs or scales outside the ranges where that is proven take
-// the plain division and pkv::fp8_encode.
+// scale`), computed without a per-element division (see Quotient; one correction for 2-byte
+// sources) and encoded by the hardware (NVIDIA sm_89+, e4m3fn/e5m2: cvt.rn.satfinite, four
+// values per two instructions, proven against the portable encoder for every f32 by
+// scripts/h200/fp8_cvt_proof.cu) or branch-free (fp8_code_fast: e4m3fnuz, AMD); inputs or scales
+// outside the ranges where that is proven take the plain division and pkv::fp8_encode. A
+// thread's rare inputs that the fast path cannot encode (NaN, overflow) are caught by one test
+// after its stores and rewritten by write_exact.
 //
 // The scale is read together with the rows and used after them (one memory round trip), and
 // only valid tokens are converted when a thread's tokens are not one full vector run (a 1-token
@@ -42,21 +44,24 @@
 namespace pkv {
 namespace {
 
-constexpr int WRITE_THREADS = 256;  // per work-group: whole waves of 32 and of 64
+constexpr int WRITE_THREADS = 256;  // per work-group (most writers): whole waves of 32 and of 64
 constexpr int CHUNK = 8;            // elements along head_size per thread
 constexpr int GROUP = 8;            // tokens per thread
 constexpr int PAIR = 2;             // token groups side by side in neighbouring lanes
 constexpr int TILE_TOKENS = GROUP * PAIR;
-static_assert(WRITE_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
 static_assert(PKV_WAVE_SIZE % PAIR == 0, "a lane pair never straddles two waves");
-static_assert(sizeof(pkv_write_params) / 4 <= WRITE_THREADS, "one thread copies each argument word");
 
-// NVIDIA: resident work-groups per SM asked of the register allocator. Copies of 2-byte
-// elements hold 8 rows of 16 bytes plus addresses (<= 80 registers: 3 work-groups, 24 warps);
-// f32 rows (32 bytes) and the fp8 quantiser need more (<= 128: 2 work-groups).
+// Work-group size and the resident work-groups per SM asked of the register allocator (NVIDIA).
+// Copies of 2-byte elements hold 8 rows of 16 bytes plus addresses (<= 80 registers: 3
+// work-groups, 24 warps); f32 rows (32 bytes) and the fp8 quantiser need more (<= 128: 2
+// work-groups; at 80 the fp8 writers spill).
 template <int kSrc, int kFp8>
-struct WriteOccupancy {
-    static const int kMinBlocks = kFp8 == PKV_FP8_NONE && sizeof(typename Elem<kSrc>::raw) == 2 ? 3 : 2;
+struct WriteShape {
+    static const bool kShort = sizeof(typename Elem<kSrc>::raw) == 2;
+    static const int kThreads = WRITE_THREADS;
+    static const int kMinBlocks = kShort && kFp8 == PKV_FP8_NONE ? 3 : 2;
+    static_assert(kThreads % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
+    static_assert(sizeof(pkv_write_params) / 4 <= kThreads, "one thread copies each argument word");
 };
 
 // Grid y: which tensor a work-group writes.
@@ -153,31 +158,32 @@ PKV_DEVICE uint32_t fp8_code_fast(float q) {
 }
 
 // `encode(a / scale)`, bit-identical to pkv::fp8_encode(format, a / scale) with an IEEE f32
-// division, for every a and scale. The magnitude |a| / |scale| is correctly rounded (as the
-// division is: rounding to nearest is symmetric), its sign is the XOR of the operands' signs
-// (also for zeros and infinities, as IEEE division gives it). Modes, uniform per tensor and
-// chosen once from the scale:
-// - kFast: |scale| in [2^-40, 2^40]: y = RN(1/|scale|), q0 = RN(|a| y), then two Markstein
-//   corrections q' = RN(q + RN(|a| - |scale| q) y). The first makes q faithful (q0 is within
-//   1.5 ulp of the quotient), the second then yields the correctly rounded quotient
-//   (Markstein's theorem: y within half an ulp of 1/b, q faithful, residual exact). The proof
-//   needs no underflow or overflow, which holds wherever the quotient's last bits matter:
-//   quotients below 2^-19 encode to zero and above 2^19 saturate, and in between |a| and the
-//   residual are normal for |scale| in this range. A quotient that overflows gives an infinite
-//   q0 and a NaN after the corrections, which fp8_code_fast saturates as the infinity would
-//   be; a NaN code therefore comes from a NaN input only.
+// division, for every a and scale. The quotient is correctly rounded (as the division is), its
+// sign is the XOR of the operands' signs (also for zeros and infinities, as IEEE division gives
+// it). Modes, uniform per tensor and chosen once from the scale:
+// - kFast: scale in [2^-40, 2^40] (positive): y = RN(1/scale), q0 = RN(a y), then Markstein
+//   corrections q' = RN(q - RN(scale q - a) y) (the residual negated: see quotient_short).
+//   4-byte sources take two: the first makes q faithful (q0 is within 1.5 ulp of the quotient),
+//   the second then yields the correctly rounded quotient (Markstein's theorem: y within half
+//   an ulp of 1/b, q faithful, residual exact). 2-byte sources (at most 11 significant bits)
+//   take one, proven exact by exhaustion (quotient_short). The proofs need no underflow or
+//   overflow, which holds wherever the quotient's last bits matter: quotients below 2^-19
+//   encode to zero and above 2^19 saturate, and in between a and the residual are normal for
+//   scales in this range. A quotient that overflows gives an infinite q0 and a NaN after the
+//   corrections, which fp8_code_fast saturates as the infinity would be (the hardware path
+//   re-encodes it portably); a NaN code therefore comes from a NaN input only.
 //   (Powers of two get exact products: the corrections change nothing.)
-// - kDivide: any other scale (zero, subnormal, beyond 2^40, inf, NaN): the IEEE division, whose
-//   NaN quotients (0/0, inf/inf, NaN scale) give the NaN code.
+// - kDivide: any other scale (negative, zero, subnormal, beyond 2^40, inf, NaN): the IEEE
+//   division, whose NaN quotients (0/0, inf/inf, NaN scale) give the NaN code. Negative scales
+//   are legal but not used by engines: they take this exact, slower mode so that kFast's
+//   quotients carry their sign for zeros too (quotient_short).
 enum QuantMode { kFast, kDivide };
 
 struct Quotient {
     int mode;
-    float mag;      // |scale|
+    float mag;      // |scale| (kFast: the scale)
     float inv;      // RN(1 / |scale|)
-    uint32_t sign;  // sign bit of the scale, at bit 31
-    float val;      // scale (kFast: the signed operands of quotient_signed)
-    float vinv;     // RN(1 / scale) = -RN(1 / |scale|) for negative scales
+    uint32_t sign;  // sign bit of the scale, at bit 31 (kFast: 0)
 };
 
 PKV_DEVICE Quotient make_quotient(float scale) {
@@ -189,34 +195,39 @@ PKV_DEVICE Quotient make_quotient(float scale) {
     r.sign = bits & 0x80000000u;
     r.mag = __uint_as_float(mag);
     r.inv = 1.0f / r.mag;
-    r.mode = mag >= kFastLo && mag <= kFastHi ? kFast : kDivide;
-    r.val = scale;
-    r.vinv = __uint_as_float(__float_as_uint(r.inv) | r.sign);
+    r.mode = bits >= kFastLo && bits <= kFastHi ? kFast : kDivide;  // sign bit set: kDivide
     return r;
 }
 
-// |a| / |scale| (av = |a|), correctly rounded.
-template <int kMode>
+// a / scale (kFast) for a of at most 11 significant bits (every bf16 and f16 value), correctly
+// rounded with one correction: q0 = RN(a y), r = RN(scale q0 - a), q = RN(q0 - r y).
+// Exactness: scripts/h200/fp8_cvt_proof.cu checks q == RN(a / b) on the device for every
+// significand pair (a of 11 bits, b of 24 bits, in [1, 2), all four sign combinations); for
+// other exponents every rounding scales by the same power of two as long as y, q0, r and q are
+// normal or r is an exact subnormal, which holds where the quotient's bits reach the fp8 code
+// (|a / scale| >= 2^-19 with scale >= 2^-40: a >= 2^-59, r a multiple of 2^(e(a) - 47) >=
+// 2^-106). The same check runs end to end (codes against fp8_encode of the IEEE division) for
+// every bf16 and f16 input and every scale significand at scale exponents -40, 0 and 40.
+// Signs: with scale > 0 the result is -0 exactly when a is -0 or the quotient rounds to -0
+// (a = -0: q0 = -0, r = RN(+0 - -0) = +0, q = RN(-0 - +0) = -0; a != 0: q0 - r y is never an
+// exact zero), so the hardware encoder needs no sign fix-up; the magnitude path (av = |a|)
+// ORs the signs itself.
+PKV_DEVICE float quotient_short(const Quotient& s, float a) {
+    PKV_NO_CONTRACT
+    const float q = __fmul_rn(a, s.inv);
+    return fmaf(fmaf(s.mag, q, -a), -s.inv, q);
+}
+
+// |a| / |scale| (av = |a|), correctly rounded; kShort: av has at most 11 significant bits.
+template <int kMode, bool kShort>
 PKV_DEVICE float quotient(const Quotient& s, float av) {
     PKV_NO_CONTRACT
     if (kMode == kDivide) return av / s.mag;
+    if (kShort) return quotient_short(s, av);
     // Explicit rounding steps: a contracted q + magic (an FMA) would skip the rounding of q.
     float q = __fmul_rn(av, s.inv);
     q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
     q = fmaf(fmaf(-s.mag, q, av), s.inv, q);
-    return q;
-}
-
-// a / scale with both signs (kFast), for the hardware encoder: the same three roundings as
-// quotient<kFast>, on signed operands. Round-to-nearest-even and the FMA are symmetric under
-// negation, so every nonzero result is the negated magnitude result; a zero result may come
-// out as +0 where the quotient is -0 (e.g. -0 / 1: RN(+0 + -0) = +0), which the caller's OR of
-// the sign bits (sign(a) XOR sign(scale)) corrects. A set sign bit is always right.
-PKV_DEVICE float quotient_signed(const Quotient& s, float a) {
-    PKV_NO_CONTRACT
-    float q = __fmul_rn(a, s.vinv);
-    q = fmaf(fmaf(-s.val, q, a), s.vinv, q);
-    q = fmaf(fmaf(-s.val, q, a), s.vinv, q);
     return q;
 }
 
@@ -245,20 +256,33 @@ struct Fp8Cvt<PKV_FP8_E5M2> {
 };
 #endif
 
-// Codes of two f32 values: hi in bits 8..15, lo in bits 0..7 (bits 16..31 zero).
+// Codes of four f32 values, a0 in bits 0..7 .. a3 in bits 24..31: two conversions and one move
+// (the 16-bit results are known to be whole halves, so nothing is masked).
 template <int kFormat>
-PKV_DEVICE uint32_t fp8x2_cvt(float hi, float lo) {
+PKV_DEVICE uint32_t fp8x4_cvt(float a0, float a1, float a2, float a3) {
 #if defined(PKV_FP8_CVT)
-    unsigned short r;
+    uint32_t r;
     if (kFormat == PKV_FP8_E5M2) {
-        asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+        asm("{\n\t.reg .b16 lo, hi;\n\t"
+            "cvt.rn.satfinite.e5m2x2.f32 lo, %2, %1;\n\t"
+            "cvt.rn.satfinite.e5m2x2.f32 hi, %4, %3;\n\t"
+            "mov.b32 %0, {lo, hi};\n\t}"
+            : "=r"(r)
+            : "f"(a0), "f"(a1), "f"(a2), "f"(a3));
     } else {
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+        asm("{\n\t.reg .b16 lo, hi;\n\t"
+            "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n\t"
+            "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n\t"
+            "mov.b32 %0, {lo, hi};\n\t}"
+            : "=r"(r)
+            : "f"(a0), "f"(a1), "f"(a2), "f"(a3));
     }
     return r;
 #else
-    (void)hi;
-    (void)lo;
+    (void)a0;
+    (void)a1;
+    (void)a2;
+    (void)a3;
     return 0;
 #endif
 }
@@ -267,7 +291,7 @@ template <int kFormat, int kMode>
 PKV_DEVICE uint32_t quantize_one(const Quotient& s, float a) {
     typedef Fp8Fmt<kFormat> F;
     const uint32_t abits = __float_as_uint(a);
-    const float q = quotient<kMode>(s, __uint_as_float(abits & 0x7fffffffu));
+    const float q = quotient<kMode, false>(s, __uint_as_float(abits & 0x7fffffffu));
     const uint32_t code = fp8_code_fast<kFormat>(q);
     const uint32_t sign = ((abits ^ s.sign) >> 24) & 0x80u;
     uint32_t out = F::kNegZero ? (code | sign) : (code != 0 ? (code | sign) : 0u);
@@ -300,52 +324,47 @@ PKV_DEVICE uint32_t nan_halves(uint32_t w) {
     return ((w & 0x7fff7fffu) + (kGap | (kGap << 16))) & 0x80008000u;
 }
 
-// 2-byte sources through the hardware conversion (kFast, OCP formats): signed quotients, two
-// per cvt. No NaN test on the inputs: a NaN input, and the NaN that an overflowing quotient
-// (|a| / |scale| >= 2^128, bf16 only) or an infinite input leaves after the corrections, give a
-// code above kMax, and any such code sends the chunk to quantize8_each (rare). Zero codes get
-// their sign from the operands (see quotient_signed).
+// The fast chunk quantisers below may leave wrong codes for rare inputs (NaN, overflow) and
+// say so by setting a bit of kRedoBits in `redo` (OR-accumulated over a thread's chunks); the
+// caller then stores every chunk again through quantize8_each (one test per thread, and one
+// copy of the slow path per store loop instead of one per chunk).
+const uint32_t kRedoBits = 0x80808080u;
+
+// 2-byte sources through the hardware conversion (kFast, OCP formats): quotient_short (signs
+// included, zeros too: the scale is positive), four codes per fp8x4_cvt. No NaN test on the
+// inputs: a NaN input, and the NaN that an overflowing quotient (|a| / scale >= 2^128, bf16
+// only) or an infinite input leaves after the correction, give a code above kMax, which
+// flags a redo.
 template <int kSrc, int kFp8>
-PKV_DEVICE Raw8<uint8_t> quantize8_cvt(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+PKV_DEVICE Raw8<uint8_t> quantize8_cvt(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s, uint32_t& redo) {
     typedef Fp8Fmt<kFp8> F;
-    const uint32_t kSignBits = 0x80808080u;
-    const uint32_t kSignsOfHalves = 0x7531;                    // __byte_perm: bytes 1, 3 of x, then of y
     const uint32_t kOver = (0x7fu - F::kMax) * 0x01010101u;  // code + kOver has bit 7 set iff code > kMax
-    const uint32_t scale_signs = s.sign ? kSignBits : 0u;
     Raw8<uint8_t> out;
-    uint32_t over = 0;
 #pragma unroll
     for (int w = 0; w < 2; ++w) {
-        const float a0 = Elem<kSrc>::to_f32(in.get(4 * w));
-        const float a1 = Elem<kSrc>::to_f32(in.get(4 * w + 1));
-        const float a2 = Elem<kSrc>::to_f32(in.get(4 * w + 2));
-        const float a3 = Elem<kSrc>::to_f32(in.get(4 * w + 3));
-        const uint32_t c01 = fp8x2_cvt<kFp8>(quotient_signed(s, a1), quotient_signed(s, a0));
-        const uint32_t c23 = fp8x2_cvt<kFp8>(quotient_signed(s, a3), quotient_signed(s, a2));
-        const uint32_t word = __byte_perm(c01, c23, 0x5410);
-        over |= (word & 0x7f7f7f7fu) + kOver;
-        const uint32_t signs = (__byte_perm(in.w[2 * w], in.w[2 * w + 1], kSignsOfHalves) & kSignBits) ^ scale_signs;
-        out.w[w] = word | signs;
+        const float q0 = quotient_short(s, Elem<kSrc>::to_f32(in.get(4 * w)));
+        const float q1 = quotient_short(s, Elem<kSrc>::to_f32(in.get(4 * w + 1)));
+        const float q2 = quotient_short(s, Elem<kSrc>::to_f32(in.get(4 * w + 2)));
+        const float q3 = quotient_short(s, Elem<kSrc>::to_f32(in.get(4 * w + 3)));
+        out.w[w] = fp8x4_cvt<kFp8>(q0, q1, q2, q3);
     }
-    if ((over & kSignBits) != 0) return quantize8_each<kSrc, kFp8, kFast>(in, s);
+    redo |= ((out.w[0] & 0x7f7f7f7fu) + kOver) | ((out.w[1] & 0x7f7f7f7fu) + kOver);
     return out;
 }
 
-// 2-byte sources: codes from the magnitudes, then the four sign bits of a word in one byte
-// permute (bits 15 and 31 of two source words to bits 7, 15, 23, 31). The NaN code does not
-// carry a sign, so chunks with a NaN take quantize8_each (rare).
+// 2-byte sources, portable encoder: codes from the magnitudes, then the four sign bits of a
+// word in one byte permute (bits 15 and 31 of two source words to bits 7, 15, 23, 31). The NaN
+// code does not carry a sign, so chunks with a NaN flag a redo. Other sources and kDivide:
+// quantize8_each.
 template <int kSrc, int kFp8, int kMode>
-PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+PKV_DEVICE Raw8<uint8_t> quantize8_fast(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s, uint32_t& redo) {
     typedef Fp8Fmt<kFp8> F;
     const uint32_t kSignBits = 0x80808080u;
     const uint32_t kSignsOfHalves = 0x7531;  // __byte_perm selector: bytes 1, 3 of x, then of y
-    if (kMode == kFast && sizeof(typename Elem<kSrc>::raw) == 2 && Fp8Cvt<kFp8>::kOn)
-        return quantize8_cvt<kSrc, kFp8>(in, s);
-    if (kMode == kDivide || sizeof(typename Elem<kSrc>::raw) != 2 ||
-        (nan_halves<kSrc>(in.w[0]) | nan_halves<kSrc>(in.w[1]) | nan_halves<kSrc>(in.w[2]) |
-         nan_halves<kSrc>(in.w[3])) != 0) {
-        return quantize8_each<kSrc, kFp8, kMode>(in, s);
-    }
+    if (kMode == kDivide || sizeof(typename Elem<kSrc>::raw) != 2) return quantize8_each<kSrc, kFp8, kMode>(in, s);
+    if (Fp8Cvt<kFp8>::kOn) return quantize8_cvt<kSrc, kFp8>(in, s, redo);
+    redo |= nan_halves<kSrc>(in.w[0]) | nan_halves<kSrc>(in.w[1]) | nan_halves<kSrc>(in.w[2]) |
+            nan_halves<kSrc>(in.w[3]);  // bits 15 and 31: inside kRedoBits
     const uint32_t scale_signs = s.sign ? kSignBits : 0u;
     Raw8<uint8_t> out;
 #pragma unroll
@@ -354,7 +373,7 @@ PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, con
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const float av = __uint_as_float(__float_as_uint(Elem<kSrc>::to_f32(in.get(4 * w + i))) & 0x7fffffffu);
-            word |= fp8_code_fast<kFp8>(quotient<kMode>(s, av)) << (8 * i);
+            word |= fp8_code_fast<kFp8>(quotient<kMode, true>(s, av)) << (8 * i);
         }
         uint32_t signs = (__byte_perm(in.w[2 * w], in.w[2 * w + 1], kSignsOfHalves) & kSignBits) ^ scale_signs;
         // fnuz has no negative zero (0x80 is its NaN): zero codes keep no sign. Codes are at
@@ -365,18 +384,32 @@ PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, con
     return out;
 }
 
+// The chunk quantiser with its redo done at once (tests, rare paths).
+template <int kSrc, int kFp8, int kMode>
+PKV_DEVICE Raw8<uint8_t> quantize8(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
+    uint32_t redo = 0;
+    const Raw8<uint8_t> out = quantize8_fast<kSrc, kFp8, kMode>(in, s, redo);
+    if ((redo & kRedoBits) != 0) return quantize8_each<kSrc, kFp8, kMode>(in, s);
+    return out;
+}
+
 // Source elements -> cache elements: a raw copy, or fp8 quantisation (kFp8 = PKV_FP8_*).
+// run<false>: the fast quantiser (may flag a redo); run<true>: the exact one (the redo pass).
 template <int kSrc, int kFp8, int kMode>
 struct Convert {
     typedef uint8_t DRaw;
-    static PKV_DEVICE Raw8<DRaw> run(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s) {
-        return quantize8<kSrc, kFp8, kMode>(in, s);
+    template <bool kExact>
+    static PKV_DEVICE Raw8<DRaw> run(const Raw8<typename Elem<kSrc>::raw>& in, const Quotient& s, uint32_t& redo) {
+        return kExact ? quantize8_each<kSrc, kFp8, kMode>(in, s) : quantize8_fast<kSrc, kFp8, kMode>(in, s, redo);
     }
 };
 template <int kSrc, int kMode>
 struct Convert<kSrc, PKV_FP8_NONE, kMode> {
     typedef typename Elem<kSrc>::raw DRaw;
-    static PKV_DEVICE Raw8<DRaw> run(const Raw8<DRaw>& in, const Quotient&) { return in; }
+    template <bool kExact>
+    static PKV_DEVICE Raw8<DRaw> run(const Raw8<DRaw>& in, const Quotient&, uint32_t&) {
+        return in;
+    }
 };
 
 // ------------------------------------------------------------------------------------------
@@ -439,11 +472,12 @@ PKV_DEVICE void split_slot(int64_t slot, int block_size, bool narrow, int64_t& b
     }
 }
 
-// Dims d0 .. head_size - 1 (< 8 of them) of each token, element by element: head sizes that
-// are not a multiple of 8 (NHD, f32 split caches). Rare, so kept small: tokens in a loop that
-// is not unrolled, slots read again.
+// Dims d0 .. min(d0 + 8, head_size) - 1 of each of a thread's tokens, element by element, with
+// the exact quantiser: the last, partial chunk of head sizes that are not a multiple of 8 (NHD,
+// f32 split caches), and the redo of a thread whose fast quantiser flagged one (Convert). Rare,
+// so kept small: tokens in a loop that is not unrolled, slots and rows read again.
 template <int kSrc, int kFp8, int kMode>
-PKV_DEVICE void write_tail(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w, const Quotient& s) {
+PKV_DEVICE void write_exact(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w, const Quotient& s) {
     typedef typename Elem<kSrc>::raw SRaw;
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
@@ -467,7 +501,8 @@ PKV_DEVICE void write_tail(const pkv_write_params& p, const TensorJob& job, cons
 #pragma unroll
         for (int i = 0; i < CHUNK; ++i, e += job.strides[2])
             if (i < valid) in.set(i, *e);
-        const Raw8<DRaw> out = Conv::run(in, s);
+        uint32_t unused = 0;
+        const Raw8<DRaw> out = Conv::template run<true>(in, s, unused);
 #pragma unroll
         for (int i = 0; i < CHUNK; ++i)
             if (i < valid) cache[base + dim_offset(job.addr, w.d0 + i)] = out.get(i);
@@ -492,11 +527,25 @@ PKV_DEVICE void load_group(const pkv_write_params& p, const TensorJob& job, cons
             in[k].load_all(src + t * job.strides[0]);
         }
     } else {
+        // Element loads (sources not contiguous along head_size, rare) in two halves of 4
+        // rows, the second issued once the first is in (an opaque dependency on its bits): 64
+        // element loads in flight would hold 64 registers.
 #pragma unroll
-        for (int k = 0; k < GROUP; ++k) {
+        for (int k = 0; k < GROUP / 2; ++k) {
             const int64_t t = min64(w.t0 + static_cast<int64_t>(k) * w.step, last);
             slots[k] = p.slot_mapping[t * p.slot_stride];
             in[k] = load8(src + t * job.strides[0], job.strides[2], false);
+        }
+        uint32_t got = 0;
+#pragma unroll
+        for (int k = 0; k < GROUP / 2; ++k) got |= in[k].w[0] | in[k].w[Raw8<SRaw>::kWords - 1];
+        int64_t zero = 0;
+        asm volatile("" : "+l"(zero) : "r"(got));
+#pragma unroll
+        for (int k = GROUP / 2; k < GROUP; ++k) {
+            const int64_t t = min64(w.t0 + static_cast<int64_t>(k) * w.step, last);
+            slots[k] = p.slot_mapping[t * p.slot_stride];
+            in[k] = load8(src + zero + t * job.strides[0], job.strides[2], false);
         }
     }
     // Skipped: past slot_mapping, negative (padding), or past the cache (an out-of-range slot
@@ -520,7 +569,7 @@ PKV_DEVICE float read_scale(const TensorJob& job) {
 template <int kSrc, int kFp8, int kMode>
 PKV_DEVICE void store_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
                                 const int64_t (&slots)[GROUP], const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP],
-                                bool run, int64_t b0, int64_t o0, const Quotient& s) {
+                                bool run, int64_t b0, int64_t o0, const Quotient& s, uint32_t& redo) {
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
     DRaw* cache = static_cast<DRaw*>(job.cache);
@@ -528,7 +577,8 @@ PKV_DEVICE void store_per_token(const pkv_write_params& p, const TensorJob& job,
         const int64_t base = b0 * job.addr.blk + w.h * job.addr.head + o0 * job.addr.tok;
         const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
 #pragma unroll
-        for (int k = 0; k < GROUP; ++k) store8(cache, base + k * step, job.addr, w.d0, job.run, Conv::run(in[k], s));
+        for (int k = 0; k < GROUP; ++k)
+            store8(cache, base + k * step, job.addr, w.d0, job.run, Conv::template run<false>(in[k], s, redo));
         return;
     }
     const bool narrow = p.num_slots <= 0xffffffffll;
@@ -538,7 +588,7 @@ PKV_DEVICE void store_per_token(const pkv_write_params& p, const TensorJob& job,
         int64_t b, o;
         split_slot(slots[k], p.block_size, narrow, b, o);
         const int64_t base = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
-        store8(cache, base, job.addr, w.d0, job.run, Conv::run(in[k], s));
+        store8(cache, base, job.addr, w.d0, job.run, Conv::template run<false>(in[k], s, redo));
     }
 }
 
@@ -561,10 +611,12 @@ PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job,
         run = o0 + (GROUP - 1) * w.step < p.block_size;
     }
     const Quotient s = make_quotient(scale);
+    uint32_t redo = 0;
     if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
-        store_per_token<kSrc, kFp8, kFast>(p, job, w, slots, in, run, b0, o0, s);
+        store_per_token<kSrc, kFp8, kFast>(p, job, w, slots, in, run, b0, o0, s, redo);
+        if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
     } else {
-        store_per_token<kSrc, kFp8, kDivide>(p, job, w, slots, in, run, b0, o0, s);
+        store_per_token<kSrc, kFp8, kDivide>(p, job, w, slots, in, run, b0, o0, s, redo);
     }
 }
 
@@ -572,7 +624,8 @@ PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job,
 // registers and converted one dim at a time (only one dim's quantiser temporaries live).
 template <int kSrc, int kFp8, int kMode>
 PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, int64_t base,
-                                    const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP], const Quotient& s) {
+                                    const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP], const Quotient& s,
+                                    uint32_t& redo) {
     typedef typename Elem<kSrc>::raw SRaw;
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
@@ -582,7 +635,7 @@ PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, i
         Raw8<SRaw> t;
 #pragma unroll
         for (int k = 0; k < GROUP; ++k) t.set(k, in[k].get(j));
-        Conv::run(t, s).store_all(cache + base + dim_offset(job.addr, w.d0 + j));
+        Conv::template run<false>(t, s, redo).store_all(cache + base + dim_offset(job.addr, w.d0 + j));
     }
 }
 
@@ -591,7 +644,7 @@ PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, i
 template <int kSrc, int kFp8, int kMode>
 PKV_DEVICE void store_token_elements(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
                                      const int64_t (&slots)[GROUP], const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP],
-                                     const Quotient& s) {
+                                     const Quotient& s, uint32_t& redo) {
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
     DRaw* cache = static_cast<DRaw*>(job.cache);
@@ -602,7 +655,7 @@ PKV_DEVICE void store_token_elements(const pkv_write_params& p, const TensorJob&
         int64_t b, o;
         split_slot(slots[k], p.block_size, narrow, b, o);
         const int64_t off = b * job.addr.blk + w.h * job.addr.head + o * job.addr.tok;
-        const Raw8<DRaw> out = Conv::run(in[k], s);
+        const Raw8<DRaw> out = Conv::template run<false>(in[k], s, redo);
 #pragma unroll
         for (int j = 0; j < CHUNK; ++j) cache[off + dim_offset(job.addr, w.d0 + j)] = out.get(j);
     }
@@ -630,18 +683,19 @@ PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& 
         base = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
     }
     const Quotient s = make_quotient(scale);
+    uint32_t redo = 0;
     if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
         if (vec) {
-            store_token_vectors<kSrc, kFp8, kFast>(job, w, base, in, s);
+            store_token_vectors<kSrc, kFp8, kFast>(job, w, base, in, s, redo);
+            if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
         } else {
-            store_token_elements<kSrc, kFp8, kFast>(p, job, w, slots, in, s);
+            store_token_elements<kSrc, kFp8, kFast>(p, job, w, slots, in, s, redo);
+            if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
         }
+    } else if (vec) {
+        store_token_vectors<kSrc, kFp8, kDivide>(job, w, base, in, s, redo);
     } else {
-        if (vec) {
-            store_token_vectors<kSrc, kFp8, kDivide>(job, w, base, in, s);
-        } else {
-            store_token_elements<kSrc, kFp8, kDivide>(p, job, w, slots, in, s);
-        }
+        store_token_elements<kSrc, kFp8, kDivide>(p, job, w, slots, in, s, redo);
     }
 }
 
@@ -659,7 +713,7 @@ PKV_DEVICE uint32_t launch_items(const pkv_write_params& p, bool tail) {
 }
 
 template <int kSrc, int kFp8, bool kPacked, bool kTail>
-__global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kMinBlocks))
+__global__ void PKV_LAUNCH_BOUNDS((WriteShape<kSrc, kFp8>::kThreads), (WriteShape<kSrc, kFp8>::kMinBlocks))
     write_kv_kernel(pkv_write_params p_arg) {
 #if defined(PKV_HIP)
     // As in attention.hip: AMD would hold every kernel argument in scalar registers (and spill
@@ -673,7 +727,7 @@ __global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kM
     const pkv_write_params& p = p_arg;
 #endif
     // No barrier below: threads past the work end may leave.
-    const uint32_t item = blockIdx.x * WRITE_THREADS + threadIdx.x;
+    const uint32_t item = blockIdx.x * WriteShape<kSrc, kFp8>::kThreads + threadIdx.x;
     if (item >= launch_items(p, kTail)) return;
     // item = ((tile * num_kv_heads + h) * chunks + c) * PAIR + lane.
     const uint32_t chunks = launch_chunks(p.head_size, kTail);
@@ -721,9 +775,9 @@ __global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kM
         const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
         const Quotient s = make_quotient(read_scale<kFp8>(job));
         if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
-            write_tail<kSrc, kFp8, kFast>(p, job, w, s);
+            write_exact<kSrc, kFp8, kFast>(p, job, w, s);
         } else {
-            write_tail<kSrc, kFp8, kDivide>(p, job, w, s);
+            write_exact<kSrc, kFp8, kDivide>(p, job, w, s);
         }
     } else if (job.token_vectors) {
         const ThreadWork w = {tile * TILE_TOKENS + lane * GROUP, 1, h, d0};
@@ -736,18 +790,19 @@ __global__ void PKV_LAUNCH_BOUNDS(WRITE_THREADS, (WriteOccupancy<kSrc, kFp8>::kM
 
 template <int kSrc, int kFp8, bool kPacked>
 pkv_error_t launch(const pkv_write_params& p, pkv_stream_t stream) {
+    const int kThreads = WriteShape<kSrc, kFp8>::kThreads;
     // The same counts as launch_items, in 64 bits on the host.
     const int64_t per_chunk = (p.num_tokens + TILE_TOKENS - 1) / TILE_TOKENS * p.num_kv_heads * PAIR;
     const int64_t full_items = per_chunk * (p.head_size / CHUNK);
     if (full_items > 0) {
-        const dim3 grid(static_cast<unsigned>((full_items + WRITE_THREADS - 1) / WRITE_THREADS), NUM_TENSORS);
-        write_kv_kernel<kSrc, kFp8, kPacked, false><<<grid, WRITE_THREADS, 0, stream>>>(p);
+        const dim3 grid(static_cast<unsigned>((full_items + kThreads - 1) / kThreads), NUM_TENSORS);
+        write_kv_kernel<kSrc, kFp8, kPacked, false><<<grid, kThreads, 0, stream>>>(p);
         const pkv_error_t e = pkv_get_last_error();
         if (e != pkv_success) return e;
     }
     if (p.head_size % CHUNK != 0) {
-        const dim3 grid(static_cast<unsigned>((per_chunk + WRITE_THREADS - 1) / WRITE_THREADS), NUM_TENSORS);
-        write_kv_kernel<kSrc, kFp8, kPacked, true><<<grid, WRITE_THREADS, 0, stream>>>(p);
+        const dim3 grid(static_cast<unsigned>((per_chunk + kThreads - 1) / kThreads), NUM_TENSORS);
+        write_kv_kernel<kSrc, kFp8, kPacked, true><<<grid, kThreads, 0, stream>>>(p);
     }
     return pkv_get_last_error();
 }

@@ -1,8 +1,8 @@
 // Device proof for the hardware fp8 encoder of kernels/write_kv.hip (NVIDIA sm_89+):
 //
-// 1. cvt.rn.satfinite.{e4m3,e5m2}x2.f32 (fp8x2_cvt, as the writer issues it) against the
-//    portable device encoder pkv::fp8_encode for EVERY f32 bit pattern, each value once as the
-//    high and once as the low operand. Required: 0 mismatches on non-NaN inputs (both signs,
+// 1. cvt.rn.satfinite.{e4m3,e5m2}x2.f32 (fp8x4_cvt, as the writer issues it: two conversions
+//    into one word) against the portable device encoder pkv::fp8_encode for EVERY f32 bit
+//    pattern, each value once as the high and once as the low operand of a conversion. Required: 0 mismatches on non-NaN inputs (both signs,
 //    zeros, subnormals, infinities, overflow); NaN inputs must give a code above the format's
 //    largest finite code (the writer detects those and re-encodes the chunk portably).
 // 2. The portable fast encoder (quantize_one, kFast, scale 1) against pkv::fp8_encode for every
@@ -10,6 +10,14 @@
 // 3. The writer's chunk quantiser quantize8 (hardware path for e4m3fn/e5m2, portable for
 //    e4m3fnuz) against pkv::fp8_encode(a / scale) (IEEE division) for every bf16 and f16 input,
 //    in chunks of 8 consecutive and of 8 shuffled bit patterns, for 337 scales of both modes.
+// 4. quotient_short (one Markstein correction, the 2-byte sources' quotient) equal to the IEEE
+//    quotient, bit for bit, for every significand pair: a = +-[1, 2) with 10 fraction bits
+//    (every f16 significand; bf16's 7 bits are a subset), b = every f32 in [1, 2). With the
+//    scaling argument in write_kv.hip this proves the quotient exact wherever it reaches a code.
+// 5. End to end at the kFast range's ends and middle: quotient_short(a, b) against a / b for
+//    every bf16 and every f16 bit pattern a (zeros, subnormals, infinities, NaN included) and
+//    every b = 2^e * [1, 2), e in {-40, 0, 39}, plus b = 2^40: equal bits, or a NaN (the writer
+//    re-encodes those exactly), or the same e4m3fn and e5m2 codes.
 //
 // Build (no GPU needed): nvcc -x cu -O3 -std=c++17 -arch=sm_90 -I kernels \
 //     scripts/h200/fp8_cvt_proof.cu -o fp8_cvt_proof       (scripts/h200/write_pass.sh does it)
@@ -64,10 +72,10 @@ __global__ void cvt_all(uint64_t begin, uint64_t count, Counts* c) {
         const uint32_t u = static_cast<uint32_t>(i);
         const uint32_t v = u ^ 0xA5A5A5A5u;
         const float x = __uint_as_float(u), y = __uint_as_float(v);
-        const uint32_t xy = fp8x2_cvt<F>(x, y);  // x high, y low
-        const uint32_t yx = fp8x2_cvt<F>(y, x);  // y high, x low
-        const uint32_t got_hi = (xy >> 8) & 0xffu, got_lo = yx & 0xffu;
-        if ((xy >> 16) != 0 || (yx >> 16) != 0) record_bad(c, u, xy | (yx << 16), 0xffffffffu);
+        // Bytes x, y, y, x: x is the low operand of the first conversion (byte 0) and the high
+        // operand of the second (byte 3).
+        const uint32_t r = fp8x4_cvt<F>(x, y, y, x);
+        const uint32_t got_lo = r & 0xffu, got_hi = r >> 24;
         if ((u & 0x7fffffffu) > 0x7f800000u) {
             atomicAdd(&c->nan_inputs, 1ull);
             if ((got_hi & 0x7fu) <= Fmt::kMax || (got_lo & 0x7fu) <= Fmt::kMax) atomicAdd(&c->nan_not_over, 1ull);
@@ -118,6 +126,45 @@ __global__ void chunks(const uint16_t* order, int n, const float* scales, int nu
             if (got.get(i) != want) record_bad(c, (uint32_t)order[base + i] | ((uint32_t)(t / chunks_per_scale) << 16), got.get(i), want);
         }
         local_checked += 8;
+    }
+    atomicAdd(&c->checked, local_checked);
+}
+
+// Test 4: quotient_short on significand pairs, one b per thread, every a (both signs).
+__global__ void short_pairs(Counts* c) {
+    unsigned long long local_checked = 0;
+    for (uint32_t bm = blockIdx.x * blockDim.x + threadIdx.x; bm < (1u << 23); bm += gridDim.x * blockDim.x) {
+        const float b = __uint_as_float(0x3f800000u | bm);
+        const Quotient s = make_quotient(b);
+        for (uint32_t am = 0; am < 2048; ++am) {
+            const float a = __uint_as_float(((am & 1024u) << 21) | 0x3f800000u | ((am & 1023u) << 13));
+            const float got = quotient_short(s, a), want = __fdiv_rn(a, b);
+            if (__float_as_uint(got) != __float_as_uint(want) || s.mode != kFast)
+                record_bad(c, __float_as_uint(a), __float_as_uint(got), bm);
+        }
+        local_checked += 2048;
+    }
+    atomicAdd(&c->checked, local_checked);
+}
+
+// Test 5: quotient_short for every 2-byte pattern a and every b = 2^e * [1, 2) (one b per thread).
+template <int kSrc>
+__global__ void short_end_to_end(int e, bool only_power, Counts* c) {
+    unsigned long long local_checked = 0;
+    const uint32_t nb = only_power ? 1u : (1u << 23);
+    for (uint32_t bm = blockIdx.x * blockDim.x + threadIdx.x; bm < nb; bm += gridDim.x * blockDim.x) {
+        const float b = __uint_as_float((static_cast<uint32_t>(127 + e) << 23) | bm);
+        const Quotient s = make_quotient(b);
+        if (s.mode != kFast) record_bad(c, 0xffffffffu, __float_as_uint(b), 0);
+        for (uint32_t ab = 0; ab < 65536; ++ab) {
+            const float a = Elem<kSrc>::to_f32(static_cast<uint16_t>(ab));
+            const float got = quotient_short(s, a), want = __fdiv_rn(a, b);
+            if (__float_as_uint(got) != __float_as_uint(want) && got == got &&
+                (fp8_encode(PKV_FP8_E4M3FN, got) != fp8_encode(PKV_FP8_E4M3FN, want) ||
+                 fp8_encode(PKV_FP8_E5M2, got) != fp8_encode(PKV_FP8_E5M2, want)))
+                record_bad(c, ab | (static_cast<uint32_t>(e + 64) << 16), __float_as_uint(got), __float_as_uint(want));
+        }
+        local_checked += 65536;
     }
     atomicAdd(&c->checked, local_checked);
 }
@@ -201,6 +248,38 @@ static void run_chunks(const uint16_t* seq, const uint16_t* shuf, const float* s
     failures += !ok;
 }
 
+static void run_short() {
+    Counts* d = new_counts();
+    short_pairs<<<132 * 16, 256>>>(d);
+    const Counts h = fetch(d);
+    const bool ok = h.mismatch == 0 && h.checked == 2048ull << 23;
+    printf("[quotient_short pairs] %llu (a, b) significand pairs: %llu differ from the IEEE quotient  %s\n", h.checked,
+           h.mismatch, ok ? "OK" : "FAIL");
+    if (h.mismatch)
+        printf("    first: a 0x%08x got 0x%08x b significand 0x%06x\n", h.first_bad_input, h.first_bad_got,
+               h.first_bad_want);
+    failures += !ok;
+}
+
+template <int kSrc>
+static void run_short_end_to_end() {
+    const int exps[] = {-40, 0, 39, 40};
+    for (int e : exps) {
+        Counts* d = new_counts();
+        short_end_to_end<kSrc><<<132 * 16, 256>>>(e, e == 40, d);
+        const Counts h = fetch(d);
+        const unsigned long long want = 65536ull << (e == 40 ? 0 : 23);
+        const bool ok = h.mismatch == 0 && h.checked == want;
+        printf("[quotient_short %s, scale 2^%d%s] %llu (a, b) pairs: %llu with another code  %s\n",
+               kSrc == PKV_DT_BF16 ? "bf16" : "f16 ", e, e == 40 ? "" : " * [1, 2)", h.checked, h.mismatch,
+               ok ? "OK" : "FAIL");
+        if (h.mismatch)
+            printf("    first: a 0x%04x got 0x%08x want 0x%08x\n", h.first_bad_input & 0xffff, h.first_bad_got,
+                   h.first_bad_want);
+        failures += !ok;
+    }
+}
+
 int main() {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
@@ -217,6 +296,9 @@ int main() {
     run_portable<PKV_FP8_E4M3FN>();
     run_portable<PKV_FP8_E4M3FNUZ>();
     run_portable<PKV_FP8_E5M2>();
+    run_short();
+    run_short_end_to_end<PKV_DT_BF16>();
+    run_short_end_to_end<PKV_DT_F16>();
 
     // Every 2-byte pattern, consecutive and shuffled; scales as in scripts/h200/write_emu.
     std::vector<uint16_t> seq(65536), shuf(65536);
