@@ -9,10 +9,11 @@
 # Loads $PAGEDKV_LIBRARY (default .devbuild/writer/libpagedkv.so) and runs the proof binary
 # .devbuild/writer/fp8_cvt_proof (both built on the build machine and carried over:
 #   nvcc -x cu -O3 -std=c++17 -arch=sm_90 -I kernels scripts/h200/fp8_cvt_proof.cu -o ...).
-# Stage `base` benchmarks the fp8 write cases with $PKV_BASE_LIBRARY (default
+# Stage `base` benchmarks the write cases whose names contain $PKV_BASE_ONLY (default "write":
+# all of them, for a before/after of every case from one call) with $PKV_BASE_LIBRARY (default
 # .devbuild/writer/base/libpagedkv.so: the writer before this change) when that file exists.
-# Results under $OUT. Limits in seconds: PKV_PROOF_S (40), PKV_BENCH_S (100), PKV_MATRIX_S (70),
-# PKV_MEMCHECK_S (50), PKV_BASE_S (30).
+# Results under $OUT. Limits in seconds: PKV_PROOF_S (60), PKV_BENCH_S (100), PKV_MATRIX_S (70),
+# PKV_MEMCHECK_S (50), PKV_BASE_S (100).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PAGEDKV_LIBRARY=${PAGEDKV_LIBRARY:-$PWD/.devbuild/writer/libpagedkv.so}
@@ -27,7 +28,7 @@ for stage in $stages; do
     t0=$(date +%s)
     case $stage in
     proof)
-        timeout "${PKV_PROOF_S:-40}" .devbuild/writer/fp8_cvt_proof > "$OUT/proof.txt" 2>&1
+        timeout "${PKV_PROOF_S:-60}" .devbuild/writer/fp8_cvt_proof > "$OUT/proof.txt" 2>&1
         s=$?
         cat "$OUT/proof.txt" ;;
     bench)
@@ -51,7 +52,7 @@ for stage in $stages; do
     base)
         base=${PKV_BASE_LIBRARY:-$PWD/.devbuild/writer/base/libpagedkv.so}
         if [[ -f $base ]]; then
-            PAGEDKV_LIBRARY=$base timeout "${PKV_BASE_S:-30}" python3 scripts/bench.py --only "write fp8" \
+            PAGEDKV_LIBRARY=$base timeout "${PKV_BASE_S:-100}" python3 scripts/bench.py --only "${PKV_BASE_ONLY:-write}" \
                 --json "$OUT/write-base.json" > "$OUT/bench-base.txt" 2>&1
             s=$?
             grep -E "^ceiling|^\| write|ERROR" "$OUT/bench-base.txt" || tail -5 "$OUT/bench-base.txt"
