@@ -297,6 +297,48 @@ PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[
     }
 }
 
+// What one decode work-group serves: a sequence, grid row y (kv head x head group) and split.
+struct DecodeItem {
+    int seq, y, split;
+};
+
+// Longest first (`decode_order`, set by the planner when the grid is more than one wave of
+// resident work-groups and the batch has at most DECODE_ORDER_MAX_SEQS sequences): the
+// hardware starts work-groups in the order of their linear index, and a long sequence whose
+// work-groups start last sets the batch's time (mixed lengths). The linear index (x fastest)
+// is read as (rank, y, split) with the rank slowest, and the rank-th longest sequence (ties by
+// index) is served: longest-processing-time-first scheduling, from the device's own lengths
+// (shapes stay the only launch input). Every work-group ranks the lengths itself in `scratch`
+// (shared memory of at least DECODE_ORDER_MAX_SEQS + 1 ints, free again on return).
+constexpr int DECODE_ORDER_MAX_SEQS = 256;  // src/core/plan.rs DECODE_ORDER_MAX_SEQS
+
+PKV_DEVICE DecodeItem decode_item(const pkv_attention_params& p, int* scratch) {
+    DecodeItem it = {static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z)};
+    if (!p.decode_order) return it;
+    const int yz = static_cast<int>(gridDim.y * gridDim.z);
+    const int lin = static_cast<int>(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+    const int rank = lin / yz, rem = lin - (lin / yz) * yz;
+    it.y = rem / static_cast<int>(gridDim.z);
+    it.split = rem - it.y * static_cast<int>(gridDim.z);
+    const int n = min(p.num_seqs, DECODE_ORDER_MAX_SEQS);
+    const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
+    int* lens = scratch;
+    if (threadIdx.x == 0) scratch[DECODE_ORDER_MAX_SEQS] = rank;  // (the planner keeps every rank below n)
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        lens[i] = clamp_int(p.seq_lens[static_cast<int64_t>(i) * p.seq_lens_stride], 0, max_len);
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int li = lens[i];
+        int r = 0;
+        for (int j = 0; j < n; ++j) r += lens[j] > li || (lens[j] == li && j < i);
+        if (r == rank) scratch[DECODE_ORDER_MAX_SEQS] = i;  // ranks are a permutation: one writer
+    }
+    __syncthreads();
+    it.seq = scratch[DECODE_ORDER_MAX_SEQS];
+    __syncthreads();  // the scratch is free again
+    return it;
+}
+
 // kMaxD: 128 or 256, the largest head_size this instance serves (sizes shared memory and the
 // per-lane accumulators; src/core/plan.rs decode_shared_mem_bytes mirrors the shared arrays).
 // kVTok: the value layout keeps slots contiguous (PKV_V_ALONG_TOKENS), chosen on the host so
@@ -329,14 +371,16 @@ __global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMA
     const int tid = threadIdx.x;
     const int lane = tid % WAVE;
     const int wave = tid / WAVE;
-    const int seq = blockIdx.x;
+    static_assert(sizeof(s_acc) >= (DECODE_ORDER_MAX_SEQS + 1) * sizeof(int), "the order's scratch fits");
+    const DecodeItem item = decode_item(p, reinterpret_cast<int*>(&s_acc[0][0][0]));
+    const int seq = item.seq;
     const int q_begin = qsl_at(p, seq);
     if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
 
     const int hgs = p.decode_head_groups;
-    const int kvh = blockIdx.y / hgs;
-    const int hg = blockIdx.y - kvh * hgs;
-    const int split = blockIdx.z;
+    const int kvh = item.y / hgs;
+    const int hg = item.y - kvh * hgs;
+    const int split = item.split;
     const int S = p.decode_splits;
     const int D = p.head_size;
     const int nch = D / CHUNK;
@@ -641,24 +685,20 @@ __global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMA
 //   scores   S[key x head]  = K[key x dim] . Q^T[dim x head]     (m = 16 keys, n = 8 heads)
 //   output   O^T[dim x head] += V^T[dim x key] . P^T[key x head]  (m = 16 dims, n = 8 heads)
 //
-// Operands come straight from 8-element chunks (16 bytes; 8 for fp8): a sum over k does not
-// depend on the order of k, so k is permuted so that lane (g = lane / 4, t = lane % 4) holds,
-// for each 32-wide k block, the 8 consecutive elements 8t..8t+7 of its rows (one chunk):
-// elements 8t+{0,1}, 8t+{2,3}, 8t+{4,5}, 8t+{6,7} are the fragment pairs k = {2t, 2t+8} of
-// step 0 and 1. The queries (B of the scores) and the probabilities (B of the output) use the
-// same permutation.
+// Operands come straight from 16-byte chunks: a sum over k does not depend on the order of k,
+// so k is permuted so that lane (g = lane / 4, t = lane % 4) holds, for each 32-wide k block,
+// the 8 consecutive elements 8t..8t+7 of its rows (one chunk of a 16-bit cache, half a chunk
+// of an fp8 cache, whose 16 codes serve two k blocks): elements 8t+{0,1}, 8t+{2,3}, 8t+{4,5},
+// 8t+{6,7} are the fragment pairs k = {2t, 2t+8} of step 0 and 1. The queries (B of the
+// scores) and the probabilities (B of the output) use the same permutation.
 //
-// Two kernels, by how loads stay in flight:
-//  - paged_decode_mma_kernel (sm_80+, f16/bf16 caches of the query's dtype): chunks go
-//    straight to registers; three-warp work-groups, four per SM, keep 12 warps' loads in
-//    flight (docs/performance.md: 80% of the copy rate on B64 L4k).
-//  - paged_decode_staged_kernel (sm_89+, e4m3fn caches): one-warp work-groups copy the next
-//    tile into shared memory with cp.async while computing the current one; fp8 chunks become
-//    f16 pairs (exact) and meet f16 queries (bf16 queries are scaled per head by a power of
-//    two into f16's range, exact for bf16's 8-bit significand). On 16-bit caches this design
-//    measured slower than the register kernel (55% against 80% on B64 L4k: four warps per
-//    SM leave each scheduler one warp to hide every latency), so only fp8 takes it, where it
-//    doubled the FMA kernel's rate (docs/performance.md).
+// paged_decode_mma_kernel (sm_80+): key chunks go straight to registers and a tile's value
+// chunks to a per-warp shared-memory stage by cp.async; three-warp work-groups, four per SM,
+// keep 12 warps' loads in flight. Caches of the query's dtype, or e4m3fn codes (sm_89+),
+// converted to f16 pairs in hardware (exact) to meet f16 queries (bf16 queries are scaled per
+// head by a power of two into f16's range, exact for bf16's 8-bit significand). A one-warp design that staged keys too through cp.async measured slower
+// (docs/performance.md: latency-bound with one warp per scheduler, and cp.async of keys cost
+// L2 request bandwidth).
 // ------------------------------------------------------------------------------------------
 template <bool kCond, typename T, typename F>
 struct Pick {
@@ -670,8 +710,7 @@ struct Pick<false, T, F> {
 };
 
 constexpr int MMA_HEADS = 8;   // n of m16n8k16: query heads per work-group (src/core/plan.rs)
-constexpr int MMA_TILE = 32;   // keys per wave tile: two 16-key m-tiles (a warp of 32)
-constexpr int MMA_STAGES = 2;  // staged kernel: tiles per warp in shared memory (in use, in flight)
+constexpr int MMA_TILE = 32;   // keys per sub-tile: two 16-key m-tiles (a warp of 32)
 // Threads and resident work-groups per SM (register caps) of the register kernel's head_size
 // <= 128 and <= 256 instances (src/core/plan.rs decode_threads / decode_resident_per_cu).
 // Three warps per work-group at four per SM: a whole wave of 528 work-groups is resident on an
@@ -681,34 +720,6 @@ constexpr int MMA_THREADS_SMALL = 96;
 constexpr int MMA_THREADS_LARGE = 128;
 constexpr int MMA_MIN_BLOCKS_SMALL = 4;
 constexpr int MMA_MIN_BLOCKS_LARGE = 2;
-
-// Shape and shared-memory layout of one instance (src/core/plan.rs decode_mma_shared_mem_bytes
-// mirrors BYTES: change both together).
-template <bool kFp8, int kMaxD>
-struct MmaShape {
-    static const int WARPS = 1;
-    static const int THREADS = 32 * WARPS;
-    static const int NB = kMaxD / 32;   // 32-wide k blocks of the scores
-    static const int NMD = kMaxD / 16;  // 16-dim m-tiles of the output
-    static const int KCH = 2 * 2 * NB;  // key chunks per lane and tile: (m-tile, row half, k block)
-    static const int VCH = 2 * NMD;     // value chunks per lane and tile: (m-tile, row half)
-    static const int CH_BYTES = kFp8 ? 8 : 16;
-    static const int STAGE_BYTES = (KCH + VCH) * 32 * CH_BYTES;  // one warp, one stage
-    static const int STAGES_BYTES = WARPS * MMA_STAGES * STAGE_BYTES;
-    static const int Q_OFF = STAGES_BYTES;  // queries, f16/bf16, rows padded by 16 bytes
-    static const int Q_BYTES = MMA_HEADS * (kMaxD + CHUNK) * 2;
-    static const int PB_OFF = Q_OFF + Q_BYTES;  // probabilities, hi and lo parts
-    static const int PB_BYTES = WARPS * 2 * MMA_HEADS * MMA_TILE * 2;
-    static const int OFS_OFF = PB_OFF + PB_BYTES;  // key and value offset per slot and stage
-    static const int OFS_BYTES = WARPS * MMA_STAGES * 2 * MMA_TILE * 8;
-    static const int ML_OFF = OFS_OFF + OFS_BYTES;  // per-warp (max, sum)
-    static const int ML_BYTES = WARPS * MMA_HEADS * 2 * 4;
-    static const int HEAD_OFF = ML_OFF + ML_BYTES;  // per head: score multiplier, ALiBi slope
-    static const int VAHEAD_OFF = HEAD_OFF + MMA_HEADS * 2 * 4;  // per warp and stage: values copied
-    static const int BYTES = VAHEAD_OFF + WARPS * MMA_STAGES * 4;
-    // The merge's per-warp partials reuse the stages once every copy has landed.
-    static_assert(WARPS * MMA_HEADS * kMaxD * 4 <= STAGES_BYTES, "partials fit the stages");
-};
 
 template <int kOp>
 struct Mma;
@@ -796,53 +807,105 @@ PKV_DEVICE float warp_max(float v) {
     return v;
 }
 
-// The register kernel: f16/bf16 queries and a cache of the same dtype.
-// Dynamic shared memory of the register kernel: one tile's value chunks per warp (16 bytes per
-// lane and chunk; src/core/plan.rs decode_shared_mem_bytes adds the same).
-constexpr int mma_value_stage_bytes(int max_d) {
-    return (max_d <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE) / 32 * 2 * (max_d / 16) * 32 * 16;
+// 16 fp8 (e4m3fn) codes of a key chunk as two 8-code halves.
+PKV_DEVICE Raw8<uint8_t> fp8_half(const Raw8<uint16_t>& r, int half) {
+    Raw8<uint8_t> h;
+    h.w[0] = r.w[2 * half];
+    h.w[1] = r.w[2 * half + 1];
+    return h;
 }
 
-template <int kQuery, int kMaxD>
+// Key chunk of one lane (16 bytes: 8 16-bit elements or 16 fp8 codes) starting at dim d0 of a
+// cached token; dims past head_size read as zero. fp8 `wide`: 16 codes along head_size are one
+// aligned 16-byte access (src/gpu/params.rs key_wide), else two 8-code halves.
+template <bool kFp8, typename CRaw>
+PKV_DEVICE Raw8<uint16_t> load_key_chunk(const CRaw* base, const pkv_cache_addr& a, int d0, int D, int run,
+                                         bool wide) {
+    Raw8<uint16_t> r;
+    if (!kFp8) {
+        r = load8_run(reinterpret_cast<const uint16_t*>(base), a, d0, run);
+    } else if (wide && d0 + 16 <= D) {
+        r.load_all(reinterpret_cast<const uint16_t*>(base + dim_offset(a, d0)));
+    } else {
+        r.clear();
+        const Raw8<uint8_t> lo = load8_run(reinterpret_cast<const uint8_t*>(base), a, d0, run);
+        r.w[0] = lo.w[0], r.w[1] = lo.w[1];
+        if (d0 + 8 < D) {
+            const Raw8<uint8_t> hi = load8_run(reinterpret_cast<const uint8_t*>(base), a, d0 + 8, run);
+            r.w[2] = hi.w[0], r.w[3] = hi.w[1];
+        }
+    }
+    return r;
+}
+
+// The register kernel. kQuery: the query (and output) dtype, f16 or bf16; kFp8: the cache
+// holds e4m3fn codes (sm_89+), else elements of kQuery. kMaxD: 128 or 256.
+// Dynamic shared memory: one tile's value chunks per warp (8 slots of a dim per lane and chunk:
+// 16 bytes, 8 for fp8; src/core/plan.rs decode_shared_mem_bytes adds the same).
+constexpr int mma_value_stage_bytes(int max_d, bool fp8) {
+    return (max_d <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE) / 32 * 2 * (max_d / 16) * 32 * (fp8 ? 8 : 16);
+}
+// An upper bound of the register kernel's static shared memory (its __shared__ arrays below,
+// plus alignment): the launcher opts in to more than the default when static and dynamic
+// together exceed it. (Separate arrays, not one struct whose size the launcher could take: a
+// version with the struct and other changes measured 20% slower, not yet isolated;
+// docs/performance.md.)
+constexpr int mma_static_bytes_bound(int max_d) {
+    return (max_d <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE) / 32 *
+               (2 * MMA_TILE * 8 + 2 * MMA_HEADS * MMA_TILE * 2 + MMA_HEADS * max_d * 4 + MMA_HEADS * 2 * 4) +
+           MMA_HEADS * (max_d + CHUNK) * 2 + MMA_HEADS * 4 + 256;
+}
+
+template <int kQuery, bool kFp8, int kMaxD>
 __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE,
                                   kMaxD <= 128 ? MMA_MIN_BLOCKS_SMALL : MMA_MIN_BLOCKS_LARGE)
     paged_decode_mma_kernel(pkv_attention_params p) {
-    typedef uint16_t Raw;
+    typedef typename Pick<kFp8, uint8_t, uint16_t>::type CRaw;  // cache element
+    typedef uint16_t ORaw;                                      // operand element (f16/bf16)
+    // Operand dtype of both products: the query's for 16-bit caches, f16 for fp8 caches (the
+    // hardware converts e4m3fn pairs to f16 exactly).
+    const int kOp = kFp8 ? PKV_DT_F16 : kQuery;
     const int MMA_THREADS = kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE;
     const int NW = MMA_THREADS / 32;
-    const int NB = kMaxD / 32;   // 32-wide k blocks of the scores
+    // Keys: a lane loads 16 bytes per row and k block, 8 elements (16-bit) or 16 (fp8): k
+    // blocks of 32 or 64 dims, one or two mma_k32 per block.
+    const int KE = kFp8 ? 16 : CHUNK;
+    const int NB = kMaxD / (4 * KE);
     const int NMD = kMaxD / 16;  // 16-dim m-tiles of the output
     // Key loads in flight per lane: both m-tiles at once for head sizes up to 128, one at a
-    // time above (16 loads of 16 bytes, 8 above, where the accumulators are twice as many).
+    // time above (where the accumulators are twice as many).
     const int KMT = kMaxD <= 128 ? 2 : 1;
-    const int KB = 4;
+    const int KB = NB < 4 ? NB : 4;
     static_assert(NB % KB == 0, "load batches tile the operands");
 
     __shared__ int64_t s_kofs[NW][MMA_TILE];  // key offset per slot (-1: not visible)
     __shared__ int64_t s_vofs[NW][MMA_TILE];  // value offset per slot (-1: not visible)
-    __shared__ __attribute__((aligned(16))) Raw s_q[MMA_HEADS][kMaxD + CHUNK];     // queries (padded rows)
-    // Probabilities in the query dtype, split as p = hi + lo (two products): 16-bit
+    __shared__ __attribute__((aligned(16))) ORaw s_q[MMA_HEADS][kMaxD + CHUNK];  // queries (padded rows)
+    __shared__ float s_qmul[MMA_HEADS];  // per head: the power of two its queries were scaled by, inverted
+    // Probabilities in the operand dtype, split as p = hi + lo (two products): 16-bit
     // probabilities alone would cost ~3 significant digits against the f32 softmax.
-    __shared__ __attribute__((aligned(16))) Raw s_pb[NW][2][MMA_HEADS][MMA_TILE];
+    __shared__ __attribute__((aligned(16))) ORaw s_pb[NW][2][MMA_HEADS][MMA_TILE];
     __shared__ __attribute__((aligned(16))) float s_acc[NW][MMA_HEADS][kMaxD];  // per-wave outputs (end)
     __shared__ float s_ml[NW][MMA_HEADS][2];                                     // per-wave (max, sum)
     // The tile's value chunks, copied by cp.async when the tile starts so that their round
     // trip overlaps the keys' and the scores (dynamic: [NW][2 * NMD][32], mma_value_stage_bytes).
     extern __shared__ __attribute__((aligned(16))) unsigned char smem[];
-    Raw8<Raw>* s_vstage = reinterpret_cast<Raw8<Raw>*>(smem);
+    Raw8<CRaw>* s_vstage = reinterpret_cast<Raw8<CRaw>*>(smem);
 
     const int tid = threadIdx.x;
     const int lane = tid % 32;
     const int wave = tid / 32;
     const int g = lane / 4, t = lane % 4;
-    const int seq = blockIdx.x;
+    static_assert(sizeof(s_acc) >= (DECODE_ORDER_MAX_SEQS + 1) * sizeof(int), "the order's scratch fits");
+    const DecodeItem item = decode_item(p, reinterpret_cast<int*>(&s_acc[0][0][0]));
+    const int seq = item.seq;
     const int q_begin = qsl_at(p, seq);
     if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
 
     const int hgs = p.decode_head_groups;
-    const int kvh = blockIdx.y / hgs;
-    const int hg = blockIdx.y - kvh * hgs;
-    const int split = blockIdx.z;
+    const int kvh = item.y / hgs;
+    const int hg = item.y - kvh * hgs;
+    const int split = item.split;
     const int S = p.decode_splits;
     const int D = p.head_size;
     const int nch = D / CHUNK;
@@ -855,28 +918,41 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int lo = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
     const int hi = seq_len - 1;
 
-    // ---- Queries -> shared, in the query dtype (rows padded by 16 bytes against bank
-    // conflicts); lane (g, t) reads head g, elements 8t..8t+7 of each k block as its B
-    // fragment. (Shared rather than registers: the 256-dim instance needs those registers.)
-    for (int u = tid; u < MMA_HEADS * nch; u += MMA_THREADS) {
-        const int h = u / nch, c = u - (u / nch) * nch;
-        Raw8<Raw> v;
+    // ---- Queries -> shared in the operand dtype (rows padded by 16 bytes against bank
+    // conflicts), a head per warp, lane <-> 8-element chunk (head_size <= 256: at most 32);
+    // lane (g, t) later reads head g's chunks as its B fragments. Chunks past head_size and
+    // heads past the work-group's stay zero. (Shared rather than registers: the 256-dim
+    // instance needs those registers.)
+    for (int h = wave; h < MMA_HEADS; h += NW) {
+        const int c = lane;
+        Raw8<ORaw> v;
         v.clear();
-        if (h < hpc) {
+        if (h < hpc && c < nch) {
             const int64_t off = static_cast<int64_t>(q_begin) * p.query_strides[0] +
                                 static_cast<int64_t>(qh0 + h) * p.query_strides[1] +
                                 static_cast<int64_t>(c) * CHUNK * p.query_strides[2];
-            v = load8(static_cast<const Raw*>(p.query) + off, p.query_strides[2], p.query_contig != 0);
+            v = load8(static_cast<const ORaw*>(p.query) + off, p.query_strides[2], p.query_contig != 0);
         }
-        v.store_all(&s_q[h][c * CHUNK]);
-    }
-    // Chunks past head_size (head sizes not a multiple of 32) stay zero: never loaded, never read
-    // as nonzero.
-    for (int u = tid; u < MMA_HEADS * (kMaxD / CHUNK - nch); u += MMA_THREADS) {
-        const int h = u % MMA_HEADS, c = nch + u / MMA_HEADS;
-        Raw8<Raw> z;
-        z.clear();
-        z.store_all(&s_q[h][c * CHUNK]);
+        float mul = 1.0f;
+        if (kFp8 && kQuery == PKV_DT_BF16) {
+            // bf16 -> f16 with a power of two per head that puts the largest element in
+            // [2^14, 2^15): exact for every element down to 2^-28 of the largest.
+            float mx = 0.0f;
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) mx = fmaxf(mx, fabsf(Elem<PKV_DT_BF16>::to_f32(v.get(i))));
+            mx = warp_max(mx);
+            int e = 0;
+            frexpf(mx, &e);  // mx < 2^e
+            // An infinite element keeps scale 1 (the scores are infinite or NaN either way, as
+            // on the CPU); NaN elements stay NaN.
+            const int shift = mx > 0.0f && mx <= 3.0e38f ? min(126, max(-126, 15 - e)) : 0;
+            const float scale = ldexpf(1.0f, shift);
+            mul = ldexpf(1.0f, -shift);
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) v.set(i, pkv_f32_to_f16_bits(Elem<PKV_DT_BF16>::to_f32(v.get(i)) * scale));
+        }
+        if (c < kMaxD / CHUNK) v.store_all(&s_q[h][c * CHUNK]);
+        if (c == 0) s_qmul[h] = mul;
     }
     __syncthreads();
 
@@ -889,13 +965,15 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     }
 
     // Softmax state of this lane's heads 2t and 2t+1 (replicated over g).
-    float m[2], l[2], slope[2];
+    const float kscale = kFp8 && p.k_scale ? *p.k_scale : 1.0f;
+    float m[2], l[2], slope[2], kmul[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
         const int h = 2 * t + e;
         m[e] = NEG_INF;
         l[e] = 0.0f;
         slope[e] = 0.0f;
+        kmul[e] = p.sm_scale * kscale * s_qmul[h];
         if (h < hpc) {
             if (p.alibi_slopes) slope[e] = p.alibi_slopes[static_cast<int64_t>(qh0 + h) * p.alibi_stride];
             if (p.sinks && split == 0 && wave == 0) {
@@ -904,16 +982,16 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             }
         }
     }
-    const float kmul = p.sm_scale;
     const float cap = p.logits_soft_cap;
     const pkv_cache_addr ka = p.key_addr;
     const pkv_cache_addr va = p.value_addr;
-    const Raw* kbase = static_cast<const Raw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
-    const Raw* vbase = static_cast<const Raw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
+    const CRaw* kbase = static_cast<const CRaw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
+    const CRaw* vbase = static_cast<const CRaw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
     const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
     const int64_t bt_col = p.block_table_strides[1];
     const int bs = p.block_size;
     const int key_run = p.key_run;
+    const bool key_wide = p.key_wide != 0;
     const bool run8 = p.value_run == CHUNK;
 
     float o[NMD][4];  // O^T fragments: dims 16md + g (+8), heads 2t, 2t+1
@@ -966,11 +1044,12 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         const int64_t first = s_vofs[wave][8 * t];
         const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
         const bool values_ahead = __all_sync(0xffffffffu, whole);
-        Raw8<Raw>* my_values = s_vstage + wave * (2 * NMD) * 32 + lane;
+        Raw8<CRaw>* my_values = s_vstage + wave * (2 * NMD) * 32 + lane;
         if (values_ahead) {
-            const Raw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
+            const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
 #pragma unroll 4
-            for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi) copy_async<16>(my_values + i * 32, vrow, 8 * i + g < D);
+            for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
+                copy_async<static_cast<int>(sizeof(Raw8<CRaw>))>(my_values + i * 32, vrow, 8 * i + g < D);
             copy_async_commit();
         }
 
@@ -982,7 +1061,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         for (int mt0 = 0; mt0 < 2; mt0 += KMT) {
 #pragma unroll
             for (int b0 = 0; b0 < NB; b0 += KB) {
-                Raw8<Raw> kf[KMT][2][KB];
+                Raw8<uint16_t> kf[KMT][2][KB];
 #pragma unroll
                 for (int mi = 0; mi < KMT; ++mi)
 #pragma unroll
@@ -990,17 +1069,32 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                         const int64_t ko = s_kofs[wave][16 * (mt0 + mi) + 8 * rh + g];
 #pragma unroll
                         for (int b = 0; b < KB; ++b) {
-                            const int c = 4 * (b0 + b) + t;
+                            const int d0 = (4 * (b0 + b) + t) * KE;
                             kf[mi][rh][b].clear();
-                            if (ko >= 0 && c < nch) kf[mi][rh][b] = load8_run(kbase + ko, ka, c * CHUNK, key_run);
+                            if (ko >= 0 && d0 < D)
+                                kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, key_run, key_wide);
                         }
                     }
 #pragma unroll
                 for (int b = 0; b < KB; ++b) {
-                    const uint4 q4 = *reinterpret_cast<const uint4*>(&s_q[g][(4 * (b0 + b) + t) * CHUNK]);
-                    const uint32_t qf[4] = {q4.x, q4.y, q4.z, q4.w};
+                    const ORaw* qrow = &s_q[g][(4 * (b0 + b) + t) * KE];
 #pragma unroll
-                    for (int mi = 0; mi < KMT; ++mi) mma_k32<kQuery>(sc[mt0 + mi], kf[mi][0][b].w, kf[mi][1][b].w, qf);
+                    for (int half = 0; half < KE / CHUNK; ++half) {
+                        const uint4 q4 = *reinterpret_cast<const uint4*>(qrow + half * CHUNK);
+                        const uint32_t qf[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+                        for (int mi = 0; mi < KMT; ++mi) {
+                            uint32_t a0[4], a1[4];
+                            if (kFp8) {
+                                operand_pairs(fp8_half(kf[mi][0][b], half), a0);
+                                operand_pairs(fp8_half(kf[mi][1][b], half), a1);
+                            } else {
+                                operand_pairs(kf[mi][0][b], a0);
+                                operand_pairs(kf[mi][1][b], a1);
+                            }
+                            mma_k32<kOp>(sc[mt0 + mi], a0, a1, qf);
+                        }
+                    }
                 }
             }
         }
@@ -1018,7 +1112,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                 const int j = t0 + key;
                 float sv = NEG_INF;
                 if (h < hpc && j >= lo && j <= hi) {
-                    sv = sc[k / 2][2 * (k % 2) + e] * kmul;
+                    sv = sc[k / 2][2 * (k % 2) + e] * kmul[e];
                     if (cap > 0.0f) sv = cap * tanhf(sv / cap);
                     sv += slope[e] * static_cast<float>(j - pos);
                 }
@@ -1033,9 +1127,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             for (int k = 0; k < 4; ++k) {
                 const float pr = mn != NEG_INF ? expf(s4[k] - mn) : 0.0f;  // -inf - -inf would be NaN
                 ps += pr;
-                const Raw hi16 = Elem<kQuery>::from_f32(pr);
+                const ORaw hi16 = Elem<kOp>::from_f32(pr);
                 s_pb[wave][0][h][8 * k + g] = hi16;
-                s_pb[wave][1][h][8 * k + g] = Elem<kQuery>::from_f32(pr - Elem<kQuery>::to_f32(hi16));
+                s_pb[wave][1][h][8 * k + g] = Elem<kOp>::from_f32(pr - Elem<kOp>::to_f32(hi16));
             }
             if (mn != NEG_INF) a = expf(m[e] - mn);
 #pragma unroll
@@ -1065,10 +1159,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             copy_async_wait<0>();
 #pragma unroll
             for (int md = 0; md < NMD; ++md) {
-                const Raw8<Raw> v0 = my_values[(2 * md) * 32];
-                const Raw8<Raw> v1 = my_values[(2 * md + 1) * 32];
-                mma_k32<kQuery>(o[md], v0.w, v1.w, pb);
-                mma_k32<kQuery>(o[md], v0.w, v1.w, pl);
+                uint32_t a0[4], a1[4];
+                operand_pairs(my_values[(2 * md) * 32], a0);
+                operand_pairs(my_values[(2 * md + 1) * 32], a1);
+                mma_k32<kOp>(o[md], a0, a1, pb);
+                mma_k32<kOp>(o[md], a0, a1, pl);
             }
         } else {
             // An edge of the visible range, or blocks not a multiple of 8 slots: slot by slot,
@@ -1076,25 +1171,28 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             // that the compiler does not keep every row's address in registers across the tile
             // loop, which spilled at this instance's register cap. The 256 instance measured
             // slower with it: 75.4 -> 62.2% on head 256.)
-            const Raw* vrow = vbase + static_cast<int64_t>(g) * va.dhi;
+            const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi;
             if (kMaxD <= 128) asm volatile("" : "+l"(vrow));
 #pragma unroll
             for (int md = 0; md < NMD; ++md) {
-                Raw8<Raw> vf[2];
+                Raw8<CRaw> vf[2];
 #pragma unroll
                 for (int rh = 0; rh < 2; ++rh) {
                     const int d = 16 * md + 8 * rh + g;
                     vf[rh].clear();
                     if (d < D) {
-                        const Raw* src = vrow + static_cast<int64_t>(2 * md + rh) * 8 * va.dhi;
+                        const CRaw* src = vrow + static_cast<int64_t>(2 * md + rh) * 8 * va.dhi;
                         for (int i = 0; i < CHUNK; ++i) {
                             const int64_t vo = s_vofs[wave][8 * t + i];
                             if (vo >= 0) vf[rh].set(i, src[vo]);
                         }
                     }
                 }
-                mma_k32<kQuery>(o[md], vf[0].w, vf[1].w, pb);
-                mma_k32<kQuery>(o[md], vf[0].w, vf[1].w, pl);
+                uint32_t a0[4], a1[4];
+                operand_pairs(vf[0], a0);
+                operand_pairs(vf[1], a1);
+                mma_k32<kOp>(o[md], a0, a1, pb);
+                mma_k32<kOp>(o[md], a0, a1, pl);
                 // Keeps this rare path's scalar loads from being hoisted across dims (registers).
                 asm volatile("" ::: "memory");
             }
@@ -1119,412 +1217,10 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         }
     }
     __syncthreads();
-    merge_waves<kQuery, NW, MMA_HEADS, kMaxD>(p, s_acc, s_ml, hpc, seq, split, q_begin, qh0, 1.0f);
-}
-
-// The staged kernel. kQuery: the query (and output) dtype; kFp8: the cache holds e4m3fn codes
-// (else kQuery's elements: correct, but launched only for fp8, see above); kMaxD: 128 or 256,
-// the largest head size the instance serves.
-template <int kQuery, bool kFp8, int kMaxD>
-__global__ void __launch_bounds__(MmaShape<kFp8, kMaxD>::THREADS, kMaxD <= 128 ? 6 : 3)
-    paged_decode_staged_kernel(pkv_attention_params p) {
-    typedef MmaShape<kFp8, kMaxD> Shape;
-    typedef typename Pick<kFp8, uint8_t, uint16_t>::type CRaw;  // cache element
-    typedef uint16_t QRaw;                                      // query element (f16/bf16)
-    // Operand dtype of both products: the query's for 16-bit caches, f16 for fp8 caches.
-    const int kOp = kFp8 ? PKV_DT_F16 : kQuery;
-    const int NW = Shape::WARPS;
-    const int NB = Shape::NB, NMD = Shape::NMD, KCH = Shape::KCH, VCH = Shape::VCH;
-
-    extern __shared__ __attribute__((aligned(16))) unsigned char smem[];
-    Raw8<CRaw>* s_stage = reinterpret_cast<Raw8<CRaw>*>(smem);  // [NW][STAGES][KCH + VCH][32]
-    uint16_t(*s_q)[kMaxD + CHUNK] = reinterpret_cast<uint16_t(*)[kMaxD + CHUNK]>(smem + Shape::Q_OFF);
-    uint16_t(*s_pb)[2][MMA_HEADS][MMA_TILE] =
-        reinterpret_cast<uint16_t(*)[2][MMA_HEADS][MMA_TILE]>(smem + Shape::PB_OFF);
-    int64_t(*s_ofs)[MMA_STAGES][2][MMA_TILE] =
-        reinterpret_cast<int64_t(*)[MMA_STAGES][2][MMA_TILE]>(smem + Shape::OFS_OFF);  // [.][.][0 key, 1 value]
-    float(*s_ml)[MMA_HEADS][2] = reinterpret_cast<float(*)[MMA_HEADS][2]>(smem + Shape::ML_OFF);
-    float(*s_head)[2] = reinterpret_cast<float(*)[2]>(smem + Shape::HEAD_OFF);  // score multiplier, ALiBi slope
-    int(*s_vahead)[MMA_STAGES] = reinterpret_cast<int(*)[MMA_STAGES]>(smem + Shape::VAHEAD_OFF);
-
-    const int tid = threadIdx.x;
-    const int lane = tid % 32;
-    const int wave = tid / 32;
-    const int g = lane / 4, t = lane % 4;
-    const int seq = blockIdx.x;
-    const int q_begin = qsl_at(p, seq);
-    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
-
-    const int hgs = p.decode_head_groups;
-    const int kvh = blockIdx.y / hgs;
-    const int hg = blockIdx.y - kvh * hgs;
-    const int split = blockIdx.z;
-    const int S = p.decode_splits;
-    const int D = p.head_size;
-    const int nch = D / CHUNK;
-    const int G = p.num_q_heads / p.num_kv_heads;
-    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
-    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
-    const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-    const int seq_len = clamp_int(p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride], 0, max_len);
-    const int pos = seq_len - 1;
-    const int lo = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
-    const int hi = seq_len - 1;
-
-    int t_begin = 0, t_end = 0;
-    if (hi >= lo) {
-        const int tb = lo / MMA_TILE, te = hi / MMA_TILE + 1;
-        const int per = (te - tb + S - 1) / S;
-        t_begin = min(te, tb + split * per);
-        t_end = min(te, t_begin + per);
-    }
-
-    // Softmax state of this lane's heads 2t and 2t+1 (replicated over g); the heads' score
-    // multipliers and ALiBi slopes sit in shared memory (s_head), staged with the queries.
-    float m[2], l[2];
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-        const int h = 2 * t + e;
-        m[e] = NEG_INF;
-        l[e] = 0.0f;
-        if (h < hpc && p.sinks && split == 0 && wave == 0) {
-            m[e] = p.sinks[static_cast<int64_t>(qh0 + h) * p.sinks_stride];
-            l[e] = m[e] > NEG_INF ? 1.0f : 0.0f;
-        }
-    }
-    const float cap = p.logits_soft_cap;
-    const pkv_cache_addr ka = p.key_addr;
-    const pkv_cache_addr va = p.value_addr;
-    const CRaw* kbase = static_cast<const CRaw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
-    const CRaw* vbase = static_cast<const CRaw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
-    const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
-    const int64_t bt_col = p.block_table_strides[1];
-    const int bs = p.block_size;
-    const int key_run = p.key_run;
-    // Keys are copied ahead when each 8-element chunk is one aligned access (else loaded at
-    // use); values when a lane's 8 slots of a dim are (decided per tile, below).
-    bool keys_ahead = key_run == CHUNK;
-    const bool run8 = p.value_run == CHUNK;
-    Raw8<CRaw>* my_stage = s_stage + static_cast<int64_t>(wave) * MMA_STAGES * (KCH + VCH) * 32;
-
-    float o[NMD][4];  // O^T fragments: dims 16md + g (+8), heads 2t, 2t+1
-#pragma unroll
-    for (int md = 0; md < NMD; ++md)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) o[md][i] = 0.0f;
-
-    // Block-table entry of this lane's key in a wave tile (0 when not visible), loaded two
-    // tiles ahead of its use so that its latency hides behind the tiles in between.
-    auto block_entry = [&](int tile) -> int32_t {
-        const int j = tile * MMA_TILE + lane;
-        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(j / bs) * bt_col] : 0;
-    };
-    // This lane's operand chunks, computed once: element offsets of its key chunks inside a
-    // token (k block b holds chunk 4b + t, if 4b + t < nch: head sizes that are not a multiple
-    // of 32 have fewer), and its value rows (dims 8i + g, i = 2md + rh). 32-bit offsets save
-    // registers; a layout whose offsets exceed them loads keys at use.
-    int32_t key_chunk[NB];
-    bool chunks_fit = true;
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-        const int c = 4 * b + t;
-        const int64_t o = c < nch ? dim_offset(ka, c * CHUNK) : 0;
-        key_chunk[b] = static_cast<int32_t>(o);
-        chunks_fit = chunks_fit && o == static_cast<int64_t>(key_chunk[b]);
-    }
-    keys_ahead = __all_sync(0xffffffffu, keys_ahead && chunks_fit);
-    const int64_t value_step = 8 * va.dhi;
-    const CRaw* value_row = vbase + static_cast<int64_t>(g) * va.dhi;
-
-    // Stage `st` receives `tile`: its slot offsets (-1: not visible) to shared, then the
-    // copies of this lane's key chunks and, when every lane's 8 value slots are one access,
-    // its value chunks (s_vahead: whether they were). Commits one copy group.
-    auto issue = [&](int tile, int32_t entry, int st) {
-        const int j = tile * MMA_TILE + lane;
-        int64_t kofs = -1, vofs = -1;
-        if (j >= lo && j <= hi) {
-            const int lb = j / bs;
-            const int off = j - lb * bs;
-            int64_t b = entry;
-            b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
-            kofs = b * ka.blk + static_cast<int64_t>(off) * ka.tok;
-            vofs = b * va.blk + static_cast<int64_t>(off) * va.tok;
-        }
-        s_ofs[wave][st][0][lane] = kofs;
-        s_ofs[wave][st][1][lane] = vofs;
-        wave_sync();
-        Raw8<CRaw>* dst = my_stage + st * (KCH + VCH) * 32 + lane;
-        if (keys_ahead) {
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {  // r = 2 mt + rh: keys 16mt + 8rh + g
-                const int64_t ko = s_ofs[wave][st][0][8 * r + g];
-                const CRaw* row = kbase + (ko >= 0 ? ko : 0);
-#pragma unroll
-                for (int b = 0; b < NB; ++b)
-                    copy_async<Shape::CH_BYTES>(dst + (r * NB + b) * 32, row + key_chunk[b],
-                                                ko >= 0 && 4 * b + t < nch);
-            }
-        }
-        const int64_t first = s_ofs[wave][st][1][8 * t];
-        const bool whole = run8 && first >= 0 && s_ofs[wave][st][1][8 * t + CHUNK - 1] >= 0;
-        const bool values = __all_sync(0xffffffffu, whole);
-        if (values) {
-            // One pointer stepped along the rows (a few registers, not one address per copy).
-            const CRaw* vrow = value_row + (first >= 0 ? first : 0);
-#pragma unroll 4
-            for (int i = 0; i < VCH; ++i, vrow += value_step)
-                copy_async<Shape::CH_BYTES>(dst + (KCH + i) * 32, vrow, 8 * i + g < D);
-        }
-        s_vahead[wave][st] = values;
-        copy_async_commit();
-    };
-
-    auto stage_queries = [&]() {
-        // ---- Queries -> shared in the operand dtype (rows padded by 16 bytes against bank
-        // conflicts); lane (g, t) reads head g, elements 8t..8t+7 of each k block as its B
-        // fragment. Warp 0 stages them, a head at a time, lane <-> chunk (head_size <= 256: at
-        // most 32 chunks). Chunks past head_size and heads past the work-group's stay zero.
-        if (wave == 0) {
-            const int c = lane;  // kMaxD / CHUNK <= 32 chunks
-            for (int h = 0; h < MMA_HEADS; ++h) {
-                Raw8<QRaw> v;
-                v.clear();
-                if (h < hpc && c < nch) {
-                    const int64_t off = static_cast<int64_t>(q_begin) * p.query_strides[0] +
-                                        static_cast<int64_t>(qh0 + h) * p.query_strides[1] +
-                                        static_cast<int64_t>(c) * CHUNK * p.query_strides[2];
-                    v = load8(static_cast<const QRaw*>(p.query) + off, p.query_strides[2], p.query_contig != 0);
-                }
-                float mul = 1.0f;
-                if (kFp8 && kQuery == PKV_DT_BF16) {
-                    // bf16 -> f16 with a power of two per head that puts the largest element in
-                    // [2^14, 2^15): exact for every element down to 2^-28 of the largest.
-                    float mx = 0.0f;
-    #pragma unroll
-                    for (int i = 0; i < CHUNK; ++i) mx = fmaxf(mx, fabsf(Elem<PKV_DT_BF16>::to_f32(v.get(i))));
-                    mx = warp_max(mx);
-                    int e = 0;
-                    frexpf(mx, &e);  // mx < 2^e
-                    // An infinite element keeps scale 1 (the scores are infinite or NaN either way,
-                    // as on the CPU); NaN elements stay NaN.
-                    const int shift = mx > 0.0f && mx <= 3.0e38f ? min(126, max(-126, 15 - e)) : 0;
-                    const float scale = ldexpf(1.0f, shift);
-                    mul = ldexpf(1.0f, -shift);
-    #pragma unroll
-                    for (int i = 0; i < CHUNK; ++i)
-                        v.set(i, pkv_f32_to_f16_bits(Elem<PKV_DT_BF16>::to_f32(v.get(i)) * scale));
-                }
-                if (c < kMaxD / CHUNK) v.store_all(&s_q[h][c * CHUNK]);
-                if (c == 0) {
-                    s_head[h][0] = p.sm_scale * (kFp8 && p.k_scale ? *p.k_scale : 1.0f) * mul;
-                    s_head[h][1] = h < hpc && p.alibi_slopes
-                                       ? p.alibi_slopes[static_cast<int64_t>(qh0 + h) * p.alibi_stride]
-                                       : 0.0f;
-                }
-            }
-        }
-        __syncthreads();
-    };
-
-    int tile = t_begin + wave;
-    int st = 0;
-    int32_t next_entry = block_entry(tile + NW);
-    // Head sizes up to 128: the first tile's copies are in flight while the queries are
-    // staged. Above, the queries go first (the registers of both at once would spill).
-    if (kMaxD > 128) stage_queries();
-    if (tile < t_end) issue(tile, block_entry(tile), 0);
-    if (kMaxD <= 128) stage_queries();
-
-    for (; tile < t_end; tile += NW, st ^= 1) {
-        const int t0 = tile * MMA_TILE;
-        // ---- The next tile's copies go out before this tile's wait.
-        wave_sync();  // every lane is done with the other stage's offsets and the probabilities
-        if (tile + NW < t_end) {
-            const int32_t entry = next_entry;
-            next_entry = block_entry(tile + 2 * NW);
-            issue(tile + NW, entry, st ^ 1);
-        } else {
-            copy_async_commit();  // an empty group keeps the count of groups in flight uniform
-        }
-        copy_async_wait<1>();  // this lane's copies of this tile have landed
-        const Raw8<CRaw>* cur = my_stage + st * (KCH + VCH) * 32;
-
-        // ---- Scores: sc[mt] = fragments of keys 16mt + g (+8) x heads 2t, 2t+1.
-        float sc[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-            sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
-            if (keys_ahead) {
-                // From the stage, a k block at a time (shared-memory latency needs no batch).
-#pragma unroll
-                for (int b = 0; b < NB; ++b) {
-                    uint32_t a0[4], a1[4];
-                    operand_pairs(cur[((mt * 2 + 0) * NB + b) * 32 + lane], a0);
-                    operand_pairs(cur[((mt * 2 + 1) * NB + b) * 32 + lane], a1);
-                    const uint4 q4 = *reinterpret_cast<const uint4*>(&s_q[g][(4 * b + t) * CHUNK]);
-                    const uint32_t qf[4] = {q4.x, q4.y, q4.z, q4.w};
-                    mma_k32<kOp>(sc[mt], a0, a1, qf);
-                    // Head sizes above 128: at most four k blocks' operands loaded ahead (the
-                    // output accumulators already hold 64 registers).
-                    if (NB > 4 && b % 4 == 3) asm volatile("" ::: "memory");
-                }
-            } else {
-                // Chunks that are not one aligned access: the loads of four k blocks (both row
-                // halves) in flight at once, then their products.
-                const int64_t ko0 = s_ofs[wave][st][0][16 * mt + g];
-                const int64_t ko1 = s_ofs[wave][st][0][16 * mt + 8 + g];
-#pragma unroll
-                for (int b0 = 0; b0 < NB; b0 += 4) {
-                    Raw8<CRaw> kf[2][4];
-#pragma unroll
-                    for (int b = 0; b < 4; ++b) {
-                        const int c = 4 * (b0 + b) + t;
-                        kf[0][b].clear();
-                        kf[1][b].clear();
-                        if (ko0 >= 0 && c < nch) kf[0][b] = load8_run(kbase + ko0, ka, c * CHUNK, key_run);
-                        if (ko1 >= 0 && c < nch) kf[1][b] = load8_run(kbase + ko1, ka, c * CHUNK, key_run);
-                    }
-#pragma unroll
-                    for (int b = 0; b < 4; ++b) {
-                        uint32_t a0[4], a1[4];
-                        operand_pairs(kf[0][b], a0);
-                        operand_pairs(kf[1][b], a1);
-                        const uint4 q4 = *reinterpret_cast<const uint4*>(&s_q[g][(4 * (b0 + b) + t) * CHUNK]);
-                        const uint32_t qf[4] = {q4.x, q4.y, q4.z, q4.w};
-                        mma_k32<kOp>(sc[mt], a0, a1, qf);
-                    }
-                }
-            }
-        }
-
-        // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head).
-        float alpha[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int h = 2 * t + e;
-            float s4[4];
-            float mx = NEG_INF;
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int key = 8 * k + g;  // k = 2 mt + rh: keys 16mt + 8rh + g
-                const int j = t0 + key;
-                float sv = NEG_INF;
-                if (h < hpc && j >= lo && j <= hi) {
-                    sv = sc[k / 2][2 * (k % 2) + e] * s_head[h][0];
-                    if (cap > 0.0f) sv = cap * tanhf(sv / cap);
-                    sv += s_head[h][1] * static_cast<float>(j - pos);
-                }
-                s4[k] = sv;
-                mx = fmaxf(mx, sv);
-            }
-#pragma unroll
-            for (int o2 = 4; o2 < 32; o2 *= 2) mx = fmaxf(mx, pkv_shfl_xor(mx, o2, 32));
-            const float mn = fmaxf(m[e], mx);
-            float a = 1.0f, ps = 0.0f;
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                // -inf - -inf would be NaN. The hardware exponential (~2 ulp, plus the rounding
-                // of the argument) is far below the 16-bit operands' precision.
-                const float pr = mn != NEG_INF ? __expf(s4[k] - mn) : 0.0f;
-                ps += pr;
-                const uint16_t hi16 = to_operand<kOp>(pr);
-                s_pb[wave][0][h][8 * k + g] = hi16;
-                s_pb[wave][1][h][8 * k + g] = to_operand<kOp>(pr - Elem<kOp>::to_f32(hi16));
-            }
-            if (mn != NEG_INF) a = __expf(m[e] - mn);
-#pragma unroll
-            for (int o2 = 4; o2 < 32; o2 *= 2) ps += pkv_shfl_xor(ps, o2, 32);
-            l[e] = l[e] * a + ps;
-            m[e] = mn;
-            alpha[e] = a;
-        }
-#pragma unroll
-        for (int md = 0; md < NMD; ++md) {
-            o[md][0] *= alpha[0];
-            o[md][1] *= alpha[1];
-            o[md][2] *= alpha[0];
-            o[md][3] *= alpha[1];
-        }
-        wave_sync();  // probabilities visible
-
-        // ---- P.V: B = probabilities of head g, keys 8t..8t+7; A = V rows (dims), keys 8t..8t+7.
-        uint32_t pb[4], pl[4];
-        {
-            const uint4 w = *reinterpret_cast<const uint4*>(&s_pb[wave][0][g][8 * t]);
-            pb[0] = w.x, pb[1] = w.y, pb[2] = w.z, pb[3] = w.w;
-            const uint4 x = *reinterpret_cast<const uint4*>(&s_pb[wave][1][g][8 * t]);
-            pl[0] = x.x, pl[1] = x.y, pl[2] = x.z, pl[3] = x.w;
-        }
-        if (s_vahead[wave][st]) {
-#pragma unroll
-            for (int md = 0; md < NMD; ++md) {
-                uint32_t a0[4], a1[4];
-                operand_pairs(cur[(KCH + md * 2) * 32 + lane], a0);
-                operand_pairs(cur[(KCH + md * 2 + 1) * 32 + lane], a1);
-                mma_k32<kOp>(o[md], a0, a1, pb);
-                mma_k32<kOp>(o[md], a0, a1, pl);
-                // Head sizes above 128: at most four m-tiles' operands loaded ahead (their
-                // accumulators already hold 64 registers).
-                if (NMD > 8 && md % 4 == 3) asm volatile("" ::: "memory");
-            }
-        } else {
-            // An edge of the visible range, or blocks not a multiple of 8 slots (or 8 slots
-            // that are not one aligned access): slot by slot, only the visible ones. (The row
-            // pointer is made opaque so that the compiler does not keep every row's address
-            // in registers across the tile loop.)
-            const CRaw* vrow = value_row;
-            asm volatile("" : "+l"(vrow));
-#pragma unroll
-            for (int md = 0; md < NMD; ++md) {
-                Raw8<CRaw> vf[2];
-#pragma unroll
-                for (int rh = 0; rh < 2; ++rh) {
-                    const int d = 16 * md + 8 * rh + g;
-                    vf[rh].clear();
-                    if (d < D) {
-                        const CRaw* src = vrow + (2 * md + rh) * value_step;
-                        for (int i = 0; i < CHUNK; ++i) {
-                            const int64_t vo = s_ofs[wave][st][1][8 * t + i];
-                            if (vo >= 0) vf[rh].set(i, src[vo]);
-                        }
-                    }
-                }
-                uint32_t a0[4], a1[4];
-                operand_pairs(vf[0], a0);
-                operand_pairs(vf[1], a1);
-                mma_k32<kOp>(o[md], a0, a1, pb);
-                mma_k32<kOp>(o[md], a0, a1, pl);
-                // Keeps this rare path's scalar loads from being hoisted across dims (registers).
-                asm volatile("" ::: "memory");
-            }
-        }
-    }
-
-    // ---- Per-warp results -> shared (over the stages, once every copy has landed and every
-    // warp is done with them), then the merge.
-    copy_async_wait<0>();
-    __syncthreads();
-    float(*s_acc)[MMA_HEADS][kMaxD] = reinterpret_cast<float(*)[MMA_HEADS][kMaxD]>(smem);
-#pragma unroll
-    for (int md = 0; md < NMD; ++md) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int d = 16 * md + g + 8 * (i / 2);
-            const int h = 2 * t + (i % 2);
-            if (d < D) s_acc[wave][h][d] = o[md][i];
-        }
-    }
-    if (g == 0) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            s_ml[wave][2 * t + e][0] = m[e];
-            s_ml[wave][2 * t + e][1] = l[e];
-        }
-    }
-    __syncthreads();
     const float vmul = kFp8 && p.v_scale ? *p.v_scale : 1.0f;
     merge_waves<kQuery, NW, MMA_HEADS, kMaxD>(p, s_acc, s_ml, hpc, seq, split, q_begin, qh0, vmul);
 }
+
 #endif  // PKV_CUDA
 
 // Merges the decode splits of one (sequence, query head): out = sum_j w_j acc_j / sum_j w_j l_j,
@@ -1645,13 +1341,14 @@ pkv_error_t launch_for_cache(const pkv_attention_params& p, pkv_stream_t stream)
 }
 
 #if defined(PKV_CUDA)
-template <int kQuery, int kMaxD>
+template <int kQuery, bool kFp8, int kMaxD>
 pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
                     static_cast<unsigned>(p.decode_splits));
-    const int bytes = mma_value_stage_bytes(kMaxD);
-    void (*kernel)(pkv_attention_params) = paged_decode_mma_kernel<kQuery, kMaxD>;
-    if (bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
+    const int bytes = mma_value_stage_bytes(kMaxD, kFp8);
+    void (*kernel)(pkv_attention_params) = paged_decode_mma_kernel<kQuery, kFp8, kMaxD>;
+    const int static_bytes = mma_static_bytes_bound(kMaxD);
+    if (bytes + static_bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
         const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
         if (e != pkv_success) return e;
     }
@@ -1659,27 +1356,13 @@ pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     return launch_reduce<kQuery>(p, stream);
 }
 
-template <int kQuery, int kMaxD>
-pkv_error_t launch_staged_fp8(const pkv_attention_params& p, pkv_stream_t stream) {
-    typedef MmaShape<true, kMaxD> Shape;
-    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
-                    static_cast<unsigned>(p.decode_splits));
-    void (*kernel)(pkv_attention_params) = paged_decode_staged_kernel<kQuery, true, kMaxD>;
-    if (Shape::BYTES > PKV_DEFAULT_DYNAMIC_SMEM) {
-        const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), Shape::BYTES);
-        if (e != pkv_success) return e;
-    }
-    kernel<<<grid, Shape::THREADS, Shape::BYTES, stream>>>(p);
-    return launch_reduce<kQuery>(p, stream);
-}
-
-// The tensor-core kernels for queries of dtype kQuery: the staged one for fp8 caches.
+// The tensor-core kernel for queries of dtype kQuery (the planner sends only e4m3fn fp8 caches).
 template <int kQuery>
 pkv_error_t launch_tensor_cores(const pkv_attention_params& p, pkv_stream_t stream) {
     const bool small = p.head_size <= 128;
     if (p.kv_fp8 != PKV_FP8_NONE)
-        return small ? launch_staged_fp8<kQuery, 128>(p, stream) : launch_staged_fp8<kQuery, 256>(p, stream);
-    return small ? launch_mma<kQuery, 128>(p, stream) : launch_mma<kQuery, 256>(p, stream);
+        return small ? launch_mma<kQuery, true, 128>(p, stream) : launch_mma<kQuery, true, 256>(p, stream);
+    return small ? launch_mma<kQuery, false, 128>(p, stream) : launch_mma<kQuery, false, 256>(p, stream);
 }
 #endif
 

@@ -127,11 +127,13 @@ typedef struct {
     int32_t decode_heads_per_cta;  // query heads of one kv head per decode work-group
     int32_t decode_head_groups;    // ceil(G / decode_heads_per_cta)
     int32_t decode_mma;       // 1: its tensor-core variant (NVIDIA, f16/bf16, slots contiguous in values)
+    int32_t key_wide;         // 1: 16 bytes of a key along head_size (16 fp8 codes) are one aligned access
+    int32_t decode_order;     // 1: decode work-groups serve sequences longest first (decode.hip decode_item)
     int32_t decode_reserved;  // keeps the struct a multiple of 8 bytes
 } pkv_attention_params;
 
 #ifdef __cplusplus
 static_assert(sizeof(pkv_cache_addr) == 24, "mirror of src/gpu/params.rs");
 static_assert(sizeof(pkv_write_params) == 56 + 56 + 48 + 16 + 48, "mirror of src/gpu/params.rs");
-static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 32, "mirror of src/gpu/params.rs");
+static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 40, "mirror of src/gpu/params.rs");
 #endif

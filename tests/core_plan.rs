@@ -9,7 +9,7 @@ use common::Rng;
 use pagedkv::Status;
 use pagedkv::core::attention::{AttentionArgs, AttentionProblem, BatchValues, check_batch_values, validate_attention};
 use pagedkv::core::dtype::{DType, Device, Fp8Format, KvCacheDtype, KvLayout};
-use pagedkv::core::plan::{AttentionPath, DeviceLimits, Plan, Target, plan_attention};
+use pagedkv::core::plan::{AttentionPath, DecodeKernel, DeviceLimits, Plan, Target, plan_attention};
 use pagedkv::core::tensor::TensorDesc;
 
 /// Descriptors of one attention call at fake (aligned, never dereferenced) addresses.
@@ -36,14 +36,14 @@ struct Dims {
     cols: i64,
 }
 
-fn shapes(m: &Dims) -> Shapes {
+fn shapes(m: &Dims, cache_dt: DType) -> Shapes {
     let dev = Device::CPU;
-    let x = 16 / m.qdt.size_bytes() as i64;
+    let x = 16 / cache_dt.size_bytes() as i64;
     let c = |addr: usize, dt: DType, shape: &[i64]| TensorDesc::contiguous(addr, dev, dt, shape);
     Shapes {
         q: c(0x1000_0000, m.qdt, &[m.num_tokens, m.hq, m.d]),
-        k: c(0x2000_0000, m.qdt, &[m.nb, m.hkv, m.d / x, m.bs, x]),
-        v: c(0x3000_0000, m.qdt, &[m.nb, m.hkv, m.d, m.bs]),
+        k: c(0x2000_0000, cache_dt, &[m.nb, m.hkv, m.d / x, m.bs, x]),
+        v: c(0x3000_0000, cache_dt, &[m.nb, m.hkv, m.d, m.bs]),
         bt: c(0x4000_0000, DType::I32, &[m.num_seqs, m.cols]),
         sl: c(0x5000_0000, DType::I32, &[m.num_seqs]),
         qsl: c(0x6000_0000, DType::I32, &[m.num_seqs + 1]),
@@ -52,7 +52,12 @@ fn shapes(m: &Dims) -> Shapes {
 }
 
 fn problem(m: &Dims) -> AttentionProblem {
-    let s = shapes(m);
+    problem_with_cache(m, m.qdt, KvCacheDtype::Auto)
+}
+
+/// `m` over a cache of `cache_dt` elements (uint8 for the fp8 `kv_cache_dtype`s).
+fn problem_with_cache(m: &Dims, cache_dt: DType, kv_cache_dtype: KvCacheDtype) -> AttentionProblem {
+    let s = shapes(m, cache_dt);
     let args = AttentionArgs {
         kv_layout: KvLayout::Split,
         query: &s.q,
@@ -62,7 +67,7 @@ fn problem(m: &Dims) -> AttentionProblem {
         seq_lens: &s.sl,
         query_start_loc: &s.qsl,
         output: &s.out,
-        kv_cache_dtype: KvCacheDtype::Auto,
+        kv_cache_dtype,
         k_scale: None,
         v_scale: None,
         alibi_slopes: None,
@@ -240,6 +245,53 @@ fn too_little_shared_memory_is_an_error() {
     }
     let t = gpu("gfx942", 64, 1024, 1024, 304);
     assert_eq!(plan_attention(&prob, &t).unwrap_err().status, Status::SharedMemoryExceeded);
+}
+
+/// e4m3fn caches with 16-bit queries take the tensor-core kernel where the hardware converts
+/// fp8 to f16 (sm_89+; 32-key tiles per warp); the FMA kernel before sm_89 and for e5m2.
+#[test]
+fn fp8_caches_choose_their_decode_kernel() {
+    let m = Dims { qdt: DType::BF16, num_tokens: 64, num_seqs: 64, hq: 32, hkv: 8, d: 128, bs: 16, nb: 8, cols: 256 };
+    let plan = |m: &Dims, kv: KvCacheDtype, arch: &str| {
+        let p = plan_attention(&problem_with_cache(m, DType::U8, kv), &gpu(arch, 32, 49152, 232448, 132)).unwrap();
+        (p.decode.map(|d| d.kernel), p.tile_size)
+    };
+    assert_eq!(plan(&m, KvCacheDtype::Fp8E4M3FN, "sm_90"), (Some(DecodeKernel::TensorCores), 3 * 32));
+    assert_eq!(plan(&Dims { d: 256, ..m }, KvCacheDtype::Fp8E4M3FN, "sm_90"), (Some(DecodeKernel::TensorCores), 4 * 32));
+    assert_eq!(plan(&m, KvCacheDtype::Fp8E4M3FN, "sm_86"), (Some(DecodeKernel::Fma), 128));
+    assert_eq!(plan(&m, KvCacheDtype::Fp8E5M2, "sm_90"), (Some(DecodeKernel::Fma), 128));
+    // 16-bit caches: the same kernel and tiles.
+    let p = plan_attention(&problem(&m), &gpu("sm_90", 32, 49152, 232448, 132)).unwrap();
+    assert_eq!((p.decode.map(|d| d.kernel), p.tile_size), (Some(DecodeKernel::TensorCores), 3 * 32));
+}
+
+/// Decode work-groups serve sequences longest first only where their order matters (more than
+/// one wave of resident work-groups) and the batch is small enough to rank on the device.
+#[test]
+fn decode_order_is_longest_first_beyond_one_wave() {
+    let h200 = gpu("sm_90", 32, 49152, 232448, 132);
+    let order = |num_seqs: i64, context: i64| {
+        let m = Dims {
+            qdt: DType::BF16,
+            num_tokens: num_seqs,
+            num_seqs,
+            hq: 32,
+            hkv: 8,
+            d: 128,
+            bs: 16,
+            nb: 8,
+            cols: context / 16,
+        };
+        let d = plan_attention(&problem(&m), &h200).unwrap().decode.unwrap();
+        (d.num_splits, d.longest_first)
+    };
+    // 64 x 8 work-groups fit one wave of 132 x 4; two splits of 8192 keys do not.
+    assert_eq!(order(64, 4096), (1, false));
+    assert_eq!(order(64, 8192), (2, true));
+    assert_eq!(order(256, 32768), (6, true));
+    // One sequence has no order; more than 256 are not ranked.
+    assert!(!order(1, 32768).1);
+    assert!(!order(512, 32768).1);
 }
 
 #[test]

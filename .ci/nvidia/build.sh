@@ -156,6 +156,15 @@ case "$MODE" in
   direct) stage "nvcc kernels/*.hip (direct)" direct || rc=1 ;;
   *) echo "[nvidia] unknown PKV_NV_MODE=$MODE"; exit 2 ;;
 esac
+# The launch-argument code (src/gpu/params.rs: access shapes the kernels rely on) compiles only
+# with a GPU feature; its unit tests need no GPU and reuse the build above.
+unit_tests() {
+  CARGO_TARGET_DIR="$TD" cargo test --release --features cuda --lib gpu:: 2>&1 | tail -n 15
+  return "${PIPESTATUS[0]}"
+}
+if [ "$MODE" = cargo ] && [ $rc = 0 ]; then
+  stage "cargo test --features cuda --lib gpu:: (no GPU needed)" unit_tests || rc=1
+fi
 # The table is printed even after a failed build (a spilling kernel stops build.rs), as long
 # as the compiler reports exist.
 stage "ptxas register/smem/spill table" report || rc=1

@@ -3,7 +3,8 @@
 # correctness matrix, a memcheck of the reduced attention matrix and Nsight Compute counters
 # of the decode kernel, each under its own time limit so that one call fits a lease.
 #
-#   scripts/h200/attention_pass.sh [stage ...]   stages: bench matrix matrix-amd memcheck profile
+#   scripts/h200/attention_pass.sh [stage ...]   stages: bench matrix matrix-amd matrix-2cu memcheck
+#                                                        memcheck-2cu profile
 #   (default: bench matrix memcheck profile)
 #
 # Loads $PAGEDKV_LIBRARY (default .devbuild/libpagedkv.so, carried over). Results under $OUT.
@@ -41,6 +42,22 @@ for stage in $stages; do
         s=$?
         grep FAIL "$OUT/matrix-gfx942.log" | head -20
         cat "$OUT/summary-attention-gfx942.txt" 2>/dev/null || tail -3 "$OUT/matrix-gfx942.log" ;;
+    matrix-2cu)
+        # Plans for a 2-SM device: decode grids of several sequences exceed one wave of resident
+        # work-groups, so they take the longest-first order (decode_item) and its ranking.
+        PKV_TEST_DEVICE_LIMITS=cus=2 timeout "${PKV_MATRIX_S:-300}" python3 scripts/h200/check.py --suite full \
+            --only attention --tag attention-2cu --out "$OUT" > "$OUT/matrix-2cu.log" 2>&1
+        s=$?
+        grep FAIL "$OUT/matrix-2cu.log" | head -20
+        cat "$OUT/summary-attention-2cu.txt" 2>/dev/null || tail -3 "$OUT/matrix-2cu.log" ;;
+    memcheck-2cu)
+        PKV_TEST_DEVICE_LIMITS=cus=2 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-150}" \
+            compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck-2cu.txt" python3 \
+            scripts/h200/check.py --suite reduced --only attention --tag reduced-attention-2cu --out "$OUT" \
+            > "$OUT/memcheck-2cu-run.log" 2>&1
+        s=$?
+        tail -3 "$OUT/memcheck-2cu-run.log"
+        grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck-2cu.txt" | sort | uniq -c | head ;;
     memcheck)
         PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-150}" compute-sanitizer --tool memcheck \
             --error-exitcode 86 --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced \

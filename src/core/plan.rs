@@ -123,14 +123,17 @@ pub struct DecodePlan {
     /// Query heads of one kv head per work-group (one read of K/V serves them all).
     pub heads_per_cta: u32,
     pub head_groups: u32,
-    /// Shared memory of the kernel instance (`decode_shared_mem_bytes`, or
-    /// `decode_staged_shared_mem_bytes` for the staged kernel).
+    /// Shared memory of the kernel instance (`decode_shared_mem_bytes`).
     pub shared_mem_bytes: u64,
     /// Byte offset of its split partials in the workspace (after the general kernel's).
     pub workspace_offset: u64,
     pub workspace_bytes: u64,
     /// The kernel this plan launches.
     pub kernel: DecodeKernel,
+    /// Work-groups serve the sequences longest first (`decode_item` in kernels/decode.hip):
+    /// the grid is more than one wave of resident work-groups, so the order they start in
+    /// decides whether a long sequence's work-groups run last.
+    pub longest_first: bool,
 }
 
 /// Why a plan is what it is.
@@ -164,8 +167,10 @@ pub enum Reason {
         heads_per_cta: u32,
         head_groups: u32,
         kernel: DecodeKernel,
-        /// Keys per iteration of a work-group (one per thread).
+        /// Keys per iteration of a work-group (`decode_tile_keys`).
         tile: u32,
+        /// `DecodePlan::longest_first`.
+        longest_first: bool,
     },
 }
 
@@ -188,9 +193,9 @@ impl Reason {
                 head_groups,
                 kernel,
                 tile,
+                longest_first,
             } => {
                 let products = match kernel {
-                    DecodeKernel::StagedFp8 => "tensor cores, fp8 staged through shared memory",
                     DecodeKernel::TensorCores => "tensor cores",
                     DecodeKernel::Fma => "FMA",
                 };
@@ -207,10 +212,11 @@ impl Reason {
                 } else {
                     format!("{ctas} work-groups for {target_ctas} resident on {cus} CUs: single pass")
                 };
+                let order = if longest_first { "; more than one wave: longest sequences first" } else { "" };
                 format!(
                     "{tile_reason}; {shared_mem} B shared memory of {limit} B on {arch}; decode kernel ({products}, \
                      a work-group per sequence x kv head x {heads_per_cta} of its query heads, {head_groups} \
-                     group(s)); {split_reason}"
+                     group(s)); {split_reason}{order}"
                 )
             }
             Reason::Gpu {
@@ -289,8 +295,6 @@ pub(crate) const DECODE_MMA_HEADS: u32 = 8;
 /// (`MMA_THREADS_SMALL` / `MMA_THREADS_LARGE`).
 pub(crate) const DECODE_MMA_THREADS_SMALL: u32 = 96;
 pub(crate) const DECODE_MMA_THREADS_LARGE: u32 = 128;
-/// Threads of the staged (fp8) kernel's work-groups (`MmaShape::THREADS`: one warp).
-pub(crate) const DECODE_STAGED_THREADS: u32 = 32;
 /// Shared memory the NVIDIA runtime reserves per resident work-group, besides its own.
 const NVIDIA_RESERVED_SMEM_PER_CTA: u64 = 1024;
 /// Most resident work-groups per SM (NVIDIA sm_80 to sm_90).
@@ -301,27 +305,30 @@ const NVIDIA_MAX_CTAS_PER_SM: u64 = 32;
 pub enum DecodeKernel {
     /// `paged_decode_kernel`: FMA products, any wave size.
     Fma,
-    /// `paged_decode_mma_kernel`: tensor cores, operands loaded to registers.
+    /// `paged_decode_mma_kernel`: tensor cores (f16/bf16 caches of the query's dtype, or
+    /// e4m3fn codes converted to f16 in registers).
     TensorCores,
-    /// `paged_decode_staged_kernel`: tensor cores, e4m3fn operands staged by cp.async.
-    StagedFp8,
 }
 
 /// Threads of one decode work-group of the chosen kernel.
 pub fn decode_threads(head_size: u32, kernel: DecodeKernel) -> u32 {
     match kernel {
-        DecodeKernel::StagedFp8 => DECODE_STAGED_THREADS,
         DecodeKernel::TensorCores if head_size <= 128 => DECODE_MMA_THREADS_SMALL,
         DecodeKernel::TensorCores => DECODE_MMA_THREADS_LARGE,
         DecodeKernel::Fma => DECODE_THREADS,
     }
 }
 
-/// Decode work-groups resident per compute unit. Staged kernel: as many as its shared memory
-/// lets one SM hold (the opt-in limit of one work-group is what an SM holds, less the
-/// runtime's reservation; its launch bounds keep registers from binding first). Register
-/// kernels on NVIDIA: the register caps of their launch bounds (`DEC_MIN_BLOCKS_*`,
-/// `MMA_MIN_BLOCKS_*` in kernels/decode.hip); elsewhere the tuning table's estimate.
+/// Keys one decode work-group walks per iteration: a wave tile of 32 keys (tensor cores, a
+/// warp) or of one key per lane (FMA) per wave, i.e. one per thread.
+pub fn decode_tile_keys(head_size: u32, kernel: DecodeKernel) -> u32 {
+    decode_threads(head_size, kernel)
+}
+
+/// Decode work-groups resident per compute unit. NVIDIA: the register caps of the kernels'
+/// launch bounds (`DEC_MIN_BLOCKS_*`, `MMA_MIN_BLOCKS_*` in kernels/decode.hip), or fewer when
+/// shared memory binds first (the opt-in limit of one work-group is what an SM holds, less the
+/// runtime's reservation per work-group); elsewhere the tuning table's estimate.
 fn decode_resident_per_cu(
     limits: &DeviceLimits,
     tuning: &Tuning,
@@ -336,13 +343,15 @@ fn decode_resident_per_cu(
     let sm_bytes = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
     let by_smem = (sm_bytes / per_cta).clamp(1, NVIDIA_MAX_CTAS_PER_SM) as u32;
     match (kernel, head_size <= 128) {
-        (DecodeKernel::StagedFp8, _) => by_smem,
         (DecodeKernel::TensorCores, true) => by_smem.min(4),
         (DecodeKernel::TensorCores, false) => by_smem.min(2),
-        (DecodeKernel::Fma, true) => 4,
-        (DecodeKernel::Fma, false) => 3,
+        (DecodeKernel::Fma, true) => by_smem.min(4),
+        (DecodeKernel::Fma, false) => by_smem.min(3),
     }
 }
+/// Most sequences a longest-first decode grid ranks (every work-group ranks them all in shared
+/// memory: `DECODE_ORDER_MAX_SEQS` in kernels/decode.hip).
+pub(crate) const DECODE_ORDER_MAX_SEQS: i64 = 256;
 /// A decode split walks at least this many keys of the longest possible context, so that a
 /// split's fixed costs (setup, merge, reduce) stay small against its streaming.
 pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
@@ -352,40 +361,26 @@ pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
 /// lengths). Splits of a sequence share its keys equally, so no work-group walks more.
 pub(crate) const DECODE_MAX_KEYS_PER_SPLIT: u64 = 6144;
 
-/// Dynamic shared memory of the staged decode instance for head sizes up to `max_d` (128 or
-/// 256) and 16-bit (`fp8` false) or fp8 caches: `MmaShape<kFp8, kMaxD>::BYTES` in
-/// kernels/decode.hip, one warp per work-group (only fp8 instances are launched).
-pub fn decode_staged_shared_mem_bytes(max_d: u64, fp8: bool) -> u64 {
-    const STAGES: u64 = 2; // the tile in use and the one in flight
-    let (heads, tile) = (DECODE_MMA_HEADS as u64, 32u64);
-    let chunks = 2 * 2 * (max_d / 32) + 2 * (max_d / 16); // key and value chunks per lane and tile
-    let stages = STAGES * chunks * 32 * if fp8 { 8 } else { 16 };
-    let queries = heads * (max_d + 8) * 2; // 16-bit queries, rows padded by 16 bytes
-    let probs = 2 * heads * tile * 2; // 16-bit probabilities, hi and lo parts
-    let offsets = STAGES * 2 * tile * 8; // key and value offset per slot and stage
-    let stats = heads * 2 * 4; // (max, sum)
-    let head_consts = heads * 2 * 4; // score multiplier, ALiBi slope
-    let values_ahead = STAGES * 4; // per stage: the values were copied
-    stages + queries + probs + offsets + stats + head_consts + values_ahead
-}
-
-/// Shared memory of the register decode kernel instance serving `head_size` on waves of
-/// `wave_size`: the `__shared__` arrays of `paged_decode_kernel`, or (`tensor_cores`) those of
-/// `paged_decode_mma_kernel` plus its dynamic value stage (instances for head sizes up to 128
-/// and up to 256). Mirrors `kernels/decode.hip`: change both together.
-pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, tensor_cores: bool) -> u64 {
+/// Shared memory of the decode kernel instance serving `head_size` on waves of `wave_size`:
+/// the `__shared__` arrays of `paged_decode_kernel` (FMA), or those of `paged_decode_mma_kernel`
+/// (tensor cores) plus its dynamic value stage, whose chunks are 8 slots of one dim: 16 bytes,
+/// 8 for an fp8 cache (instances for head sizes up to 128 and up to 256). Mirrors
+/// `kernels/decode.hip`: change both together.
+pub fn decode_shared_mem_bytes(head_size: u32, wave_size: u32, kernel: DecodeKernel, fp8_cache: bool) -> u64 {
     let max_d: u64 = if head_size <= 128 { 128 } else { 256 };
-    if tensor_cores {
+    if kernel == DecodeKernel::TensorCores {
         // Warps of 32; 32-key wave tiles.
-        let waves = (decode_threads(head_size, DecodeKernel::TensorCores) / 32) as u64;
+        let waves = (decode_threads(head_size, kernel) / 32) as u64;
         let (tile, heads) = (32u64, DECODE_MMA_HEADS as u64);
         let queries = heads * (max_d + 8) * 2; // s_q: 16-bit queries, rows padded by 16 bytes
+        let query_scales = heads * 4; // s_qmul
         let offsets = 2 * waves * tile * 8; // s_kofs, s_vofs: i64 per slot
         let probs = 2 * waves * heads * tile * 2; // s_pb: 16-bit probabilities, hi and lo parts
         let partials = waves * heads * max_d * 4; // s_acc
         let stats = waves * heads * 2 * 4; // s_ml
-        let value_stage = waves * 2 * (max_d / 16) * 32 * 16; // dynamic: one tile's value chunks
-        return queries + offsets + probs + partials + stats + value_stage;
+        let chunk = if fp8_cache { 8 } else { 16 };
+        let value_stage = waves * 2 * (max_d / 16) * 32 * chunk; // dynamic: one tile's value chunks
+        return queries + query_scales + offsets + probs + partials + stats + value_stage;
     }
     let (waves, wave, hpc) =
         ((DECODE_THREADS / wave_size.max(1)) as u64, wave_size as u64, DECODE_HEADS_PER_CTA as u64);
@@ -537,6 +532,10 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         } else {
             0
         };
+        // Longest first when work-groups start in more than one wave (a single wave starts
+        // all at once, where order cannot matter) and the batch is small enough to rank.
+        let longest_first =
+            (2..=DECODE_ORDER_MAX_SEQS).contains(&p.num_seqs) && base * splits as u64 > decode_slots;
         DecodePlan {
             num_splits: splits,
             heads_per_cta,
@@ -545,6 +544,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             workspace_offset,
             workspace_bytes,
             kernel,
+            longest_first,
         }
     });
     let workspace_bytes = match decode {
@@ -556,8 +556,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         let d_size = p.head_size as u32;
         return Ok(Plan {
             path: if d.num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
-            // Keys one work-group walks per iteration: one per thread (each wave its own tile).
-            tile_size: decode_threads(d_size, d.kernel),
+            tile_size: decode_tile_keys(d_size, d.kernel),
             block_q: 1,
             num_splits: d.num_splits,
             threads: decode_threads(d_size, d.kernel),
@@ -575,7 +574,8 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
                 heads_per_cta: d.heads_per_cta,
                 head_groups: d.head_groups,
                 kernel: d.kernel,
-                tile: decode_threads(d_size, d.kernel),
+                tile: decode_tile_keys(d_size, d.kernel),
+                longest_first: d.longest_first,
             },
             general,
             decode,
@@ -642,22 +642,12 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
         && matches!(p.query.dtype, DType::F16 | DType::BF16)
         && cache_ok
         && p.geometry.value.tok == 1;
-    let kernel = match (tensor_cores, p.kv_quant.is_some()) {
-        (true, true) => DecodeKernel::StagedFp8,
-        (true, false) => DecodeKernel::TensorCores,
-        _ => DecodeKernel::Fma,
-    };
-    // Tensor-core kernels use dynamic shared memory, opted in above the default limit at
-    // launch; the FMA kernel's is static.
+    let kernel = if tensor_cores { DecodeKernel::TensorCores } else { DecodeKernel::Fma };
+    // The tensor-core kernel's value stage is dynamic shared memory, opted in above the default
+    // limit at launch; the FMA kernel's is static.
     let optin = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
-    let (smem, smem_limit) = match kernel {
-        DecodeKernel::StagedFp8 => {
-            let max_d = if p.head_size <= 128 { 128 } else { 256 };
-            (decode_staged_shared_mem_bytes(max_d, true), optin)
-        }
-        DecodeKernel::TensorCores => (decode_shared_mem_bytes(p.head_size as u32, wave, true), optin),
-        DecodeKernel::Fma => (decode_shared_mem_bytes(p.head_size as u32, wave, false), limits.shared_mem_per_block),
-    };
+    let smem = decode_shared_mem_bytes(p.head_size as u32, wave, kernel, p.kv_quant.is_some());
+    let smem_limit = if tensor_cores { optin } else { limits.shared_mem_per_block };
     if smem > smem_limit {
         return None;
     }

@@ -134,13 +134,15 @@ pub(crate) struct AttentionParams {
     pub(crate) decode_heads_per_cta: i32,
     pub(crate) decode_head_groups: i32,
     pub(crate) decode_mma: i32,
+    pub(crate) key_wide: i32,
+    pub(crate) decode_order: i32,
     pub(crate) decode_reserved: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
 const _: () = assert!(size_of::<CacheAddr>() == 24);
 const _: () = assert!(size_of::<WriteParams>() == 56 + 56 + 48 + 16 + 48);
-const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 32);
+const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 40);
 
 fn unsupported(msg: String) -> Error {
     Error::new(Status::UnsupportedConfiguration, msg)
@@ -209,6 +211,20 @@ fn run_along_d(a: &CacheAddr, base: usize, itemsize: i64) -> i32 {
         terms.push(a.dhi as i64 * itemsize);
     }
     if all_aligned(&terms, align) { contiguous as i32 } else { 1 }
+}
+
+/// 16 bytes of one cached key along head_size (16 elements of a 1-byte cache) are one aligned
+/// access: the fp8 decode kernel then loads a lane's 16 codes at once (two 8-byte halves
+/// otherwise). Dims contiguous (`dhi == 1`) or x-groups of at least 16 elements, and every
+/// start of such a run 16-byte aligned.
+fn wide_key_access(a: &CacheAddr, base: usize, itemsize: i64) -> bool {
+    const WIDE: i64 = 16;
+    let contiguous = if a.x_shift == 0 { a.dhi == 1 } else { a.dlo == 1 && (1i64 << a.x_shift) >= WIDE };
+    let mut terms = vec![base as i64, a.blk as i64, a.head as i64, a.tok as i64];
+    if a.x_shift > 0 {
+        terms.push(a.dhi as i64);
+    }
+    itemsize == 1 && contiguous && all_aligned(&terms, WIDE)
 }
 
 /// Neighbouring threads should take neighbouring tokens when the token stride is small.
@@ -380,6 +396,8 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         decode_heads_per_cta: decode.map_or(1, |d| d.heads_per_cta as i32),
         decode_head_groups: decode.map_or(1, |d| d.head_groups as i32),
         decode_mma: decode.is_some_and(|d| d.tensor_cores()) as i32,
+        key_wide: wide_key_access(&ka, g.key_addr, es) as i32,
+        decode_order: decode.is_some_and(|d| d.longest_first) as i32,
         decode_reserved: 0,
     })
 }
@@ -402,10 +420,18 @@ mod tests {
         // fp8 split keys: x = 16, half an x-group (8 bytes) per unit.
         let split_k8 = CacheAddr { x_shift: 4, tok: 16, dhi: 16 * 16, ..split_k };
         assert_eq!(run_along_d(&split_k8, 0x1000, 1), 8);
+        // ... and a whole x-group (16 bytes) per wide fp8 key access, when aligned.
+        assert!(wide_key_access(&split_k8, 0x1000, 1));
+        assert!(!wide_key_access(&split_k8, 0x1008, 1));
+        assert!(!wide_key_access(&CacheAddr { tok: 24, ..split_k8 }, 0x1000, 1));
+        assert!(!wide_key_access(&split_k, 0x1000, 2)); // 16-bit caches: a chunk is 8 elements
+        assert!(!wide_key_access(&CacheAddr { x_shift: 3, tok: 8, ..split_k8 }, 0x1000, 1)); // x = 8
         // NHD: dims contiguous, tokens far apart.
         let nhd = CacheAddr { blk: 16 * 4 * 64, head: 64, dhi: 1, tok: 4 * 64, dlo: 0, x_shift: 0 };
         assert_eq!(run_along_d(&nhd, 0x1000, 2), 8);
         assert_eq!(token_fastest(&nhd, 2), 0);
+        assert!(wide_key_access(&nhd, 0x1000, 1));
+        assert!(!wide_key_access(&CacheAddr { head: 72, ..nhd }, 0x1000, 1));
         // Split values: dims bs apart, no run along d; 8 consecutive slots are one access.
         let split_v = CacheAddr { blk: 16 * 4 * 64, head: 64 * 16, dhi: 16, tok: 1, dlo: 0, x_shift: 0 };
         assert_eq!(run_along_d(&split_v, 0x1000, 2), 1);
