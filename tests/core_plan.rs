@@ -257,7 +257,10 @@ fn fp8_caches_choose_their_decode_kernel() {
         (p.decode.map(|d| d.kernel), p.tile_size)
     };
     assert_eq!(plan(&m, KvCacheDtype::Fp8E4M3FN, "sm_90"), (Some(DecodeKernel::TensorCores), 3 * 32));
-    assert_eq!(plan(&Dims { d: 256, ..m }, KvCacheDtype::Fp8E4M3FN, "sm_90"), (Some(DecodeKernel::TensorCores), 4 * 32));
+    assert_eq!(
+        plan(&Dims { d: 256, ..m }, KvCacheDtype::Fp8E4M3FN, "sm_90"),
+        (Some(DecodeKernel::TensorCores), 4 * 32)
+    );
     assert_eq!(plan(&m, KvCacheDtype::Fp8E4M3FN, "sm_86"), (Some(DecodeKernel::Fma), 128));
     assert_eq!(plan(&m, KvCacheDtype::Fp8E5M2, "sm_90"), (Some(DecodeKernel::Fma), 128));
     // 16-bit caches: the same kernel and tiles.

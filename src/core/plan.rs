@@ -534,8 +534,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         };
         // Longest first when work-groups start in more than one wave (a single wave starts
         // all at once, where order cannot matter) and the batch is small enough to rank.
-        let longest_first =
-            (2..=DECODE_ORDER_MAX_SEQS).contains(&p.num_seqs) && base * splits as u64 > decode_slots;
+        let longest_first = (2..=DECODE_ORDER_MAX_SEQS).contains(&p.num_seqs) && base * splits as u64 > decode_slots;
         DecodePlan {
             num_splits: splits,
             heads_per_cta,
