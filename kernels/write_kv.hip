@@ -540,7 +540,11 @@ PKV_DEVICE void load_group(const pkv_write_params& p, const TensorJob& job, cons
 #pragma unroll
         for (int k = 0; k < GROUP / 2; ++k) got |= in[k].w[0] | in[k].w[Raw8<SRaw>::kWords - 1];
         int64_t zero = 0;
+#if defined(PKV_CUDA)
         asm volatile("" : "+l"(zero) : "r"(got));
+#else
+        (void)got;  // AMD (no "l" constraint): its register files held all 64 loads before this split
+#endif
 #pragma unroll
         for (int k = GROUP / 2; k < GROUP; ++k) {
             const int64_t t = min64(w.t0 + static_cast<int64_t>(k) * w.step, last);
