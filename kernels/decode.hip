@@ -764,16 +764,6 @@ PKV_DEVICE void operand_pairs(const Raw8<uint8_t>& r, uint32_t* w) {
 #endif
 }
 
-// f32 -> operand bits, rounded to nearest even by the hardware conversion.
-template <int kOp>
-PKV_DEVICE uint16_t to_operand(float v) {
-    return pkv_f32_to_f16_bits(v);
-}
-template <>
-PKV_DEVICE uint16_t to_operand<PKV_DT_BF16>(float v) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-
 // d += A . B over one 32-wide k block: rows r0 (m rows 0..7) and r1 (rows 8..15) as pairs.
 template <int kOp>
 PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const uint32_t* b) {

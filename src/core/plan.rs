@@ -167,7 +167,7 @@ pub enum Reason {
         heads_per_cta: u32,
         head_groups: u32,
         kernel: DecodeKernel,
-        /// Keys per iteration of a work-group (`decode_tile_keys`).
+        /// Keys per iteration of a work-group (one per thread).
         tile: u32,
         /// `DecodePlan::longest_first`.
         longest_first: bool,
@@ -317,12 +317,6 @@ pub fn decode_threads(head_size: u32, kernel: DecodeKernel) -> u32 {
         DecodeKernel::TensorCores => DECODE_MMA_THREADS_LARGE,
         DecodeKernel::Fma => DECODE_THREADS,
     }
-}
-
-/// Keys one decode work-group walks per iteration: a wave tile of 32 keys (tensor cores, a
-/// warp) or of one key per lane (FMA) per wave, i.e. one per thread.
-pub fn decode_tile_keys(head_size: u32, kernel: DecodeKernel) -> u32 {
-    decode_threads(head_size, kernel)
 }
 
 /// Decode work-groups resident per compute unit. NVIDIA: the register caps of the kernels'
@@ -555,7 +549,8 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         let d_size = p.head_size as u32;
         return Ok(Plan {
             path: if d.num_splits > 1 { AttentionPath::GpuSplitKv } else { AttentionPath::GpuSinglePass },
-            tile_size: decode_tile_keys(d_size, d.kernel),
+            // Keys one work-group walks per iteration: one per thread (each wave its own tile).
+            tile_size: decode_threads(d_size, d.kernel),
             block_q: 1,
             num_splits: d.num_splits,
             threads: decode_threads(d_size, d.kernel),
@@ -573,7 +568,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
                 heads_per_cta: d.heads_per_cta,
                 head_groups: d.head_groups,
                 kernel: d.kernel,
-                tile: decode_tile_keys(d_size, d.kernel),
+                tile: decode_threads(d_size, d.kernel),
                 longest_first: d.longest_first,
             },
             general,
