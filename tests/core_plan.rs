@@ -102,6 +102,12 @@ fn devices() -> Vec<Target> {
     ]
 }
 
+/// A decode batch of the benchmark shape: bf16, 32 q / 8 kv heads, block 16, one
+/// query token per sequence, tables `context` keys wide.
+fn decode_dims(num_seqs: i64, d: i64, context: i64) -> Dims {
+    Dims { qdt: DType::BF16, num_tokens: num_seqs, num_seqs, hq: 32, hkv: 8, d, bs: 16, nb: 8, cols: context / 16 }
+}
+
 fn random_dims(rng: &mut Rng) -> Dims {
     let qdt = rng.pick(&[DType::F16, DType::BF16, DType::F32]);
     let d = rng.pick(&[8i64, 16, 32, 64, 80, 96, 112, 128, 160, 192, 224, 256]);
@@ -201,18 +207,7 @@ fn splits_do_not_grow_with_the_batch() {
         for d in [64i64, 128, 256] {
             let mut last = u32::MAX;
             for num_seqs in [1i64, 2, 8, 32, 128, 512, 2048] {
-                let m = Dims {
-                    qdt: DType::BF16,
-                    num_tokens: num_seqs,
-                    num_seqs,
-                    hq: 32,
-                    hkv: 8,
-                    d,
-                    bs: 16,
-                    nb: 8,
-                    cols: 32768 / 16,
-                };
-                let p = plan_attention(&problem(&m), &t).unwrap();
+                let p = plan_attention(&problem(&decode_dims(num_seqs, d, 32768)), &t).unwrap();
                 assert!(
                     p.num_splits <= last,
                     "{}: batch {num_seqs} wants {} splits after {last}",
@@ -251,7 +246,7 @@ fn too_little_shared_memory_is_an_error() {
 /// fp8 to f16 (sm_89+; 32-key tiles per warp); the FMA kernel before sm_89 and for e5m2.
 #[test]
 fn fp8_caches_choose_their_decode_kernel() {
-    let m = Dims { qdt: DType::BF16, num_tokens: 64, num_seqs: 64, hq: 32, hkv: 8, d: 128, bs: 16, nb: 8, cols: 256 };
+    let m = decode_dims(64, 128, 4096);
     let plan = |m: &Dims, kv: KvCacheDtype, arch: &str| {
         let p = plan_attention(&problem_with_cache(m, DType::U8, kv), &gpu(arch, 32, 49152, 232448, 132)).unwrap();
         (p.decode.map(|d| d.kernel), p.tile_size)
@@ -274,18 +269,7 @@ fn fp8_caches_choose_their_decode_kernel() {
 fn decode_order_is_longest_first_beyond_one_wave() {
     let h200 = gpu("sm_90", 32, 49152, 232448, 132);
     let order = |num_seqs: i64, context: i64| {
-        let m = Dims {
-            qdt: DType::BF16,
-            num_tokens: num_seqs,
-            num_seqs,
-            hq: 32,
-            hkv: 8,
-            d: 128,
-            bs: 16,
-            nb: 8,
-            cols: context / 16,
-        };
-        let d = plan_attention(&problem(&m), &h200).unwrap().decode.unwrap();
+        let d = plan_attention(&problem(&decode_dims(num_seqs, 128, context)), &h200).unwrap().decode.unwrap();
         (d.num_splits, d.longest_first)
     };
     // 64 x 8 work-groups fit one wave of 132 x 4; two splits of 8192 keys do not.
