@@ -20,6 +20,29 @@ stages=${*:-bench matrix memcheck profile}
 rc=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 
+# The attention matrix with the plans of device limits $2 (PKV_TEST_DEVICE_LIMITS, empty: this
+# GPU's own), tagged attention$1: log matrix$1.log, summary summary-attention$1.txt.
+matrix() {
+    PKV_TEST_DEVICE_LIMITS=$2 timeout "${PKV_MATRIX_S:-300}" python3 scripts/h200/check.py --suite full \
+        --only attention --tag "attention$1" --out "$OUT" > "$OUT/matrix$1.log" 2>&1
+    local s=$?
+    grep FAIL "$OUT/matrix$1.log" | head -20
+    cat "$OUT/summary-attention$1.txt" 2>/dev/null || tail -3 "$OUT/matrix$1.log"
+    return $s
+}
+
+# compute-sanitizer memcheck of the reduced attention matrix, limits and suffix as above.
+memcheck() {
+    PKV_TEST_DEVICE_LIMITS=$2 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-150}" \
+        compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck$1.txt" python3 \
+        scripts/h200/check.py --suite reduced --only attention --tag "reduced-attention$1" --out "$OUT" \
+        > "$OUT/memcheck$1-run.log" 2>&1
+    local s=$?
+    tail -3 "$OUT/memcheck$1-run.log"
+    grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck$1.txt" | sort | uniq -c | head
+    return $s
+}
+
 for stage in $stages; do
     t0=$(date +%s)
     case $stage in
@@ -28,43 +51,14 @@ for stage in $stages; do
             --json "$OUT/bench.json" > "$OUT/bench.txt" 2>&1
         s=$?
         grep -E "^\[|^\| " "$OUT/bench.txt" | grep -v "^\[" ;;
-    matrix)
-        timeout "${PKV_MATRIX_S:-300}" python3 scripts/h200/check.py --suite full --only attention --tag attention \
-            --out "$OUT" > "$OUT/matrix.log" 2>&1
-        s=$?
-        grep FAIL "$OUT/matrix.log" | head -20
-        cat "$OUT/summary-attention.txt" 2>/dev/null || tail -3 "$OUT/matrix.log" ;;
-    matrix-amd)
-        # The plans a gfx942 gets (FMA decode variant, 64 KiB LDS tiles) on this GPU.
-        PKV_TEST_DEVICE_LIMITS=arch=gfx942,smem=65536,cus=304 timeout "${PKV_MATRIX_S:-300}" python3 \
-            scripts/h200/check.py --suite full --only attention --tag attention-gfx942 --out "$OUT" \
-            > "$OUT/matrix-gfx942.log" 2>&1
-        s=$?
-        grep FAIL "$OUT/matrix-gfx942.log" | head -20
-        cat "$OUT/summary-attention-gfx942.txt" 2>/dev/null || tail -3 "$OUT/matrix-gfx942.log" ;;
-    matrix-2cu)
-        # Plans for a 2-SM device: decode grids of several sequences exceed one wave of resident
-        # work-groups, so they take the longest-first order (decode_item) and its ranking.
-        PKV_TEST_DEVICE_LIMITS=cus=2 timeout "${PKV_MATRIX_S:-300}" python3 scripts/h200/check.py --suite full \
-            --only attention --tag attention-2cu --out "$OUT" > "$OUT/matrix-2cu.log" 2>&1
-        s=$?
-        grep FAIL "$OUT/matrix-2cu.log" | head -20
-        cat "$OUT/summary-attention-2cu.txt" 2>/dev/null || tail -3 "$OUT/matrix-2cu.log" ;;
-    memcheck-2cu)
-        PKV_TEST_DEVICE_LIMITS=cus=2 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-150}" \
-            compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck-2cu.txt" python3 \
-            scripts/h200/check.py --suite reduced --only attention --tag reduced-attention-2cu --out "$OUT" \
-            > "$OUT/memcheck-2cu-run.log" 2>&1
-        s=$?
-        tail -3 "$OUT/memcheck-2cu-run.log"
-        grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck-2cu.txt" | sort | uniq -c | head ;;
-    memcheck)
-        PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-150}" compute-sanitizer --tool memcheck \
-            --error-exitcode 86 --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced \
-            --only attention --tag reduced-attention --out "$OUT" > "$OUT/memcheck-run.log" 2>&1
-        s=$?
-        tail -3 "$OUT/memcheck-run.log"
-        grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck.txt" | sort | uniq -c | head ;;
+    matrix) matrix "" ""; s=$? ;;
+    # The plans a gfx942 gets (FMA decode variant, 64 KiB LDS tiles) on this GPU.
+    matrix-amd) matrix -gfx942 arch=gfx942,smem=65536,cus=304; s=$? ;;
+    # Plans for a 2-SM device: decode grids of several sequences exceed one wave of resident
+    # work-groups, so they take the longest-first order (decode_item) and its ranking.
+    matrix-2cu) matrix -2cu cus=2; s=$? ;;
+    memcheck) memcheck "" ""; s=$? ;;
+    memcheck-2cu) memcheck -2cu cus=2; s=$? ;;
     profile)
         timeout "${PKV_PROFILE_S:-90}" ncu --clock-control none --kernel-name regex:'paged_decode' \
             --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
