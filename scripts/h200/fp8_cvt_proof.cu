@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "write_kv.hip"
+#include "quotient_scales.h"
 
 using namespace pkv;
 
@@ -300,25 +301,12 @@ int main() {
     run_short_end_to_end<PKV_DT_BF16>();
     run_short_end_to_end<PKV_DT_F16>();
 
-    // Every 2-byte pattern, consecutive and shuffled; scales as in scripts/h200/write_emu.
+    // Every 2-byte pattern, consecutive and shuffled; the scales of quotient_scales.h.
     std::vector<uint16_t> seq(65536), shuf(65536);
     for (uint32_t i = 0; i < 65536; ++i) seq[i] = shuf[i] = static_cast<uint16_t>(i);
     std::mt19937_64 rng(11);
     std::shuffle(shuf.begin(), shuf.end(), rng);
-    std::vector<float> scales = {1.0f, 0.5f, 2.0f, 0.25f, 0x1p-126f, 0x1p126f, 0x1p-127f, -1.0f, -0.5f,
-                                 0.05f, 0.04f, 0.37f, 1.9f, 0.7f, 0.3f, 0.2f, 0.4f, 0.1f, -0.37f, 1.0f / 3.0f,
-                                 0x1.fffffep-1f, 0x1.fffffep0f, 0x1.000002p0f, 0x1p-40f, 0x1p40f, 0x1.fffffep39f,
-                                 0x1.000002p-40f, 0x1.fffffep-41f, 0x1p41f, 1e-30f, 3e20f, 0.0f, -0.0f, INFINITY,
-                                 -INFINITY, NAN, 1e-40f};
-    for (int i = 0; i < 300; ++i) {
-        uint32_t m = static_cast<uint32_t>(rng()) & 0x7fffffu;
-        if (i % 3 == 0) m |= 0x7fff00u;
-        const uint32_t e = 127 - 45 + rng() % 91;
-        const uint32_t bits = m | (e << 23) | ((i % 7 == 0) ? 0x80000000u : 0u);
-        float f;
-        memcpy(&f, &bits, 4);
-        scales.push_back(f);
-    }
+    std::vector<float> scales = quotient_test_scales(rng);
     uint16_t *d_seq, *d_shuf;
     float* d_scales;
     CK(cudaMalloc(&d_seq, 65536 * 2));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "write_kv.hip"
+#include "../quotient_scales.h"
 
 using namespace pkv;
 
@@ -102,18 +103,7 @@ static void fp8_tests(bool full_f32) {
         const uint32_t e = 60 + rng() % 140;
         inputs.push_back(__uint_as_float((static_cast<uint32_t>(rng()) & 0x807fffffu) | (e << 23)));
     }
-    std::vector<float> scales = {1.0f, 0.5f, 2.0f, 0.25f, 0x1p-126f, 0x1p126f, 0x1p-127f, -1.0f, -0.5f,
-                                 0.05f, 0.04f, 0.37f, 1.9f, 0.7f, 0.3f, 0.2f, 0.4f, 0.1f, -0.37f, 1.0f / 3.0f,
-                                 0x1.fffffep-1f, 0x1.fffffep0f, 0x1.000002p0f, 0x1p-40f, 0x1p40f, 0x1.fffffep39f,
-                                 0x1.000002p-40f, 0x1.fffffep-41f, 0x1p41f, 1e-30f, 3e20f, 0.0f, -0.0f, INFINITY,
-                                 -INFINITY, NAN, 1e-40f};
-    for (int i = 0; i < 300; ++i) {
-        // Random significands (many all-ones tails) at exponents across the fast ranges.
-        uint32_t m = static_cast<uint32_t>(rng()) & 0x7fffffu;
-        if (i % 3 == 0) m |= 0x7fff00u;
-        const uint32_t e = 127 - 45 + rng() % 91;
-        scales.push_back(__uint_as_float(m | (e << 23) | ((i % 7 == 0) ? 0x80000000u : 0u)));
-    }
+    std::vector<float> scales = quotient_test_scales(rng);
     fp8_suite<PKV_FP8_E4M3FN>(inputs, scales);
     fp8_suite<PKV_FP8_E4M3FNUZ>(inputs, scales);
     fp8_suite<PKV_FP8_E5M2>(inputs, scales);
