@@ -47,11 +47,17 @@ constexpr int CHUNK = 8;             // elements per 16-byte (8-byte for fp8) lo
 constexpr int K_BYTES_IN_FLIGHT = 128;
 constexpr int V_BYTES_IN_FLIGHT = 128;
 constexpr int V_GROUP_LANES = 2;     // lanes splitting one dim's 8-slot groups (16 slots = 32 bytes)
-constexpr int REDUCE_THREADS = 64;  // split reduce: chunk x split-group threads (head_size <= 256: 32 chunks)
+// Split reduce: chunk x split-group threads (head_size <= 256: 32 chunks). Many splits take 256
+// threads, so that a thread walks at most 4 of 64 (with 64 threads, 16 loads one after another
+// took ~10 us of B1 L32k); a few take 64 (most of 256 would idle in every work-group).
+constexpr int REDUCE_THREADS_FEW = 64;
+constexpr int REDUCE_THREADS_MANY = 256;
+constexpr int REDUCE_MANY_SPLITS = 16;  // more splits than this: REDUCE_THREADS_MANY
 
 static_assert(DEC_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
 static_assert(PKV_WAVE_SIZE % (CHUNK * V_GROUP_LANES) == 0, "a wave tile is whole slot-group pairs");
-static_assert(REDUCE_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
+static_assert(REDUCE_THREADS_FEW % PKV_WAVE_SIZE == 0 && REDUCE_THREADS_MANY % PKV_WAVE_SIZE == 0,
+              "work-groups are whole waves");
 
 #define NEG_INF __uint_as_float(0xff800000u)
 
@@ -1221,20 +1227,28 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 // take every groups-th split of each 8-dim chunk, summed through shared memory.
 constexpr int REDUCE_STAGED_SPLITS = 256;  // weights kept in shared memory (the planner caps splits at 64)
 
+// The maximum or the sum of every thread's `v`: within each wave by shuffles, then over the
+// waves' results in `s_red` (one per wave), the same order in every thread.
+template <int kThreads>
 PKV_DEVICE float block_reduce(float v, float* s_red, bool take_max) {
-    s_red[threadIdx.x] = v;
+#pragma unroll
+    for (int o = PKV_WAVE_SIZE / 2; o > 0; o /= 2) {
+        const float w = pkv_shfl_xor(v, o, PKV_WAVE_SIZE);
+        v = take_max ? fmaxf(v, w) : v + w;
+    }
+    if (threadIdx.x % PKV_WAVE_SIZE == 0) s_red[threadIdx.x / PKV_WAVE_SIZE] = v;
     __syncthreads();
     float r = s_red[0];
-    for (int i = 1; i < REDUCE_THREADS; ++i) r = take_max ? fmaxf(r, s_red[i]) : r + s_red[i];
+    for (int i = 1; i < kThreads / PKV_WAVE_SIZE; ++i) r = take_max ? fmaxf(r, s_red[i]) : r + s_red[i];
     __syncthreads();  // s_red free again
     return r;
 }
 
-template <int kOut>
-__global__ void __launch_bounds__(REDUCE_THREADS) decode_reduce_kernel(pkv_attention_params p) {
-    __shared__ float s_red[REDUCE_THREADS];
+template <int kOut, int kThreads>
+__global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_params p) {
+    __shared__ float s_red[kThreads / PKV_WAVE_SIZE];
     __shared__ float s_w[REDUCE_STAGED_SPLITS];  // weight of split j; -1: an empty split
-    __shared__ __attribute__((aligned(16))) float s_num[REDUCE_THREADS][CHUNK];
+    __shared__ __attribute__((aligned(16))) float s_num[kThreads][CHUNK];
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
     const int tid = threadIdx.x;
@@ -1253,28 +1267,31 @@ __global__ void __launch_bounds__(REDUCE_THREADS) decode_reduce_kernel(pkv_atten
     };
 
     float mx = NEG_INF;
-    for (int j = tid; j < S; j += REDUCE_THREADS) mx = fmaxf(mx, ws_ml[(slot0 + j) * 2]);
-    const float M = block_reduce(mx, s_red, true);
+    for (int j = tid; j < S; j += kThreads) mx = fmaxf(mx, ws_ml[(slot0 + j) * 2]);
+    const float M = block_reduce<kThreads>(mx, s_red, true);
     float den = 0.0f;
-    for (int j = tid; j < S; j += REDUCE_THREADS) {
+    for (int j = tid; j < S; j += kThreads) {
         const float w = weight(j, M);
         if (w >= 0.0f) den += w * ws_ml[(slot0 + j) * 2 + 1];
         if (j < REDUCE_STAGED_SPLITS) s_w[j] = w;
     }
-    den = block_reduce(den, s_red, false);  // (its barrier also publishes s_w)
+    den = block_reduce<kThreads>(den, s_red, false);  // (its barrier also publishes s_w)
 
     // Thread (group, chunk c): splits group, group + groups, ... of chunk c.
-    const int groups = REDUCE_THREADS / nch;  // head_size <= 256: nch <= 32, at least 2 groups
+    const int groups = kThreads / nch;  // head_size <= 256: nch <= 32, at least 2 groups
     const int c = tid % nch, group = tid / nch;
     float num[CHUNK];
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
     if (group < groups) {
+        // (The partial is read whatever the weight, so that the loads of unrolled iterations
+        // are independent and in flight together; an empty split's, never written, is not used.)
+#pragma unroll 4
         for (int j = group; j < S; j += groups) {
             const float w = j < REDUCE_STAGED_SPLITS ? s_w[j] : weight(j, M);
-            if (w < 0.0f) continue;  // an empty split
             const float4* a = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
             const float4 a0 = a[0], a1 = a[1];
+            if (w < 0.0f) continue;  // an empty split
             num[0] += w * a0.x;
             num[1] += w * a0.y;
             num[2] += w * a0.z;
@@ -1309,7 +1326,12 @@ template <int kOut>
 pkv_error_t launch_reduce(const pkv_attention_params& p, pkv_stream_t stream) {
     pkv_error_t e = pkv_get_last_error();
     if (e != pkv_success || p.decode_splits == 1) return e;
-    decode_reduce_kernel<kOut><<<dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads)), REDUCE_THREADS, 0, stream>>>(p);
+    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads));
+    if (p.decode_splits > REDUCE_MANY_SPLITS) {
+        decode_reduce_kernel<kOut, REDUCE_THREADS_MANY><<<grid, REDUCE_THREADS_MANY, 0, stream>>>(p);
+    } else {
+        decode_reduce_kernel<kOut, REDUCE_THREADS_FEW><<<grid, REDUCE_THREADS_FEW, 0, stream>>>(p);
+    }
     return pkv_get_last_error();
 }
 
