@@ -24,6 +24,21 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 PAGEDKV_LIBRARY="$target_dir/release/libpagedkv.so" PYTHONPATH=python python3 -m pytest -q -rs python/tests
 done_stage "python"
 
+stage "python: pytest against the installed package"
+# The library staged by scripts/install.sh, the package by pip, both outside this checkout; the
+# tests run from elsewhere, found by the loader's search path only (PAGEDKV_LIBRARY unset).
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+DESTDIR="$root/stage" CARGO_TARGET_DIR="$target_dir" bash scripts/install.sh --no-build --prefix /usr >/dev/null
+# (from a copy: setuptools builds in the source directory, which stays untouched this way)
+cp -r python "$root/src"
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --no-build-isolation --target "$root/site" "$root/src"
+tests=$PWD/python/tests
+(cd "$root" && env -u PAGEDKV_LIBRARY PKV_TEST_INSTALLED=1 PKV_TEST_INSTALL_ROOT="$root" PYTHONPATH="$root/site" \
+    LD_LIBRARY_PATH="$root/stage/usr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    python3 -m pytest -q -rs -p no:cacheprovider "$tests")
+done_stage "python (installed)"
+
 stage "gpu"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "GPU present: run 'bash scripts/h200/run.sh' for the GPU tier (kernels against the CPU backend)."

@@ -266,6 +266,26 @@ def _candidates():
     yield "libpagedkv.so", False
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _loaded_file(handle: ctypes.CDLL, name: str) -> str:
+    """The file the dynamic loader mapped for `handle` (a bare soname was resolved by its search
+    path), from dladdr of one of its functions; `name` where that is unavailable."""
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        info = _DlInfo()
+        addr = ctypes.cast(handle.pkv_version_number, ctypes.c_void_p)
+        if dladdr(addr, ctypes.byref(info)) and info.dli_fname:
+            return os.path.abspath(info.dli_fname.decode())
+    except (AttributeError, OSError):
+        pass
+    return name
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     for name, restype, argtypes in _FUNCTIONS:
         fn = getattr(lib, name)
@@ -291,7 +311,7 @@ def lib() -> ctypes.CDLL:
                 tried.append(f"{path}: {e}")
                 continue
             _declare(handle)
-            _LIB_PATH = path
+            _LIB_PATH = _loaded_file(handle, path)
             _LIB = handle
             return handle
         raise OSError(
@@ -302,7 +322,7 @@ def lib() -> ctypes.CDLL:
 
 
 def library_path() -> str:
-    """Path (or name) the library was loaded from."""
+    """Path of the library file loaded (its name where the loader cannot tell)."""
     lib()
     return _LIB_PATH  # type: ignore[return-value]
 

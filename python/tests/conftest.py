@@ -1,10 +1,12 @@
-"""pytest setup: import the package from this checkout and report why GPU tests skip."""
+"""pytest setup: import the package from this checkout (or, with PKV_TEST_INSTALLED=1, the one
+installed on sys.path: scripts/test.sh's installed-package stage) and report why GPU tests skip."""
 
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # python/ (the package)
+if os.environ.get("PKV_TEST_INSTALLED") != "1":
+    sys.path.insert(0, os.path.dirname(HERE))  # python/ (the package)
 sys.path.insert(0, HERE)  # reference.py, scenarios.py
 
 
@@ -29,7 +31,8 @@ def pytest_report_header(config):
 
     reason = gpu_skip_reason()
     gpu = "GPU tests: run" if reason is None else f"GPU tests: SKIPPED ({reason})"
-    return [f"pagedkv {pagedkv.version()} from {pagedkv.library_path()}; features {pagedkv.features()}", gpu]
+    return [f"pagedkv {pagedkv.version()} ({os.path.dirname(pagedkv.__file__)}) from {pagedkv.library_path()}; "
+            f"features {pagedkv.features()}", gpu]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -6,7 +6,9 @@ import pytest
 
 import pagedkv
 
-PYDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the package under test was imported from (this checkout's python/, or an installation).
+PYDIR = os.path.dirname(os.path.dirname(os.path.abspath(pagedkv.__file__)))
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_version_and_features():
@@ -36,6 +38,20 @@ def _run(code, env_extra):
     env["PYTHONPATH"] = PYDIR
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.environ.get("PKV_TEST_INSTALLED") != "1", reason="tests this checkout's package")
+def test_installed_package_and_library_are_used():
+    # The installed-package stage of scripts/test.sh: neither the package nor the library may come
+    # from this checkout (its python/ or the cargo target directory).
+    root = os.path.realpath(os.environ["PKV_TEST_INSTALL_ROOT"]) + os.sep
+    assert os.environ.get("PAGEDKV_LIBRARY") is None
+    assert os.path.realpath(pagedkv.__file__).startswith(root), pagedkv.__file__
+    assert not os.path.realpath(pagedkv.__file__).startswith(SOURCE_TREE + os.sep)
+    pagedkv.version()  # loads the library
+    with open("/proc/self/maps") as maps:
+        mapped = {line.split()[-1] for line in maps if "libpagedkv" in line}
+    assert mapped and all(os.path.realpath(m).startswith(root) for m in mapped), mapped
 
 
 def test_library_from_env_variable():
