@@ -2,27 +2,30 @@
 """Reference for docs/performance.md: how fast this GPU copies data whose reads visit blocks of
 a paged-cache size in a random order, against the contiguous copy that bench.py takes as its
 ceiling. Paged decode reads one head's keys (and values) of a block as one span: 4 KiB at block
-16 (bf16, head 128), 2 KiB for fp8. Timed like bench.py (events, median, warm-up).
+16 (bf16, head 128), 2 KiB for fp8. Timed by bench.py's own `timed` (events, median, L2
+flushed before each run).
 
-  python3 scripts/h200/gather_ceiling.py        (needs torch with a GPU)
+  PYTHONPATH=python python3 scripts/h200/gather_ceiling.py      (needs torch with a GPU)
 """
+import os
+import sys
+
 import torch
 
-DEV = torch.device("cuda", 0)
+# The benchmark's own timing (events, median, L2 flushed by a read before each run).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import DEV, L2_FLUSH_BYTES, timed  # noqa: E402
+
+FLUSH = None
 
 
 def median_us(fn, iters=20):
+    global FLUSH
+    if FLUSH is None:
+        FLUSH = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device=DEV)
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return timed(fn, iters, FLUSH)
 
 
 def main():
