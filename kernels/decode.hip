@@ -1060,9 +1060,17 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         }
 
         // ---- Scores: sc[mt] = fragments of keys 16mt + g (+8) x heads 2t, 2t+1.
-        float sc[2][4];
+        // SC accumulators per m-tile, alternating over the k steps and summed at the end: with
+        // two, each chain of dependent MMAs is half as long (fixed-latency dependencies were the
+        // largest stall; docs/performance.md). Measured per instance: head 256 gained (79 ->
+        // 85.5%), fp8 at head 128 was unchanged and the 16-bit head-128 instance lost 22 points,
+        // so only the 256 instances split.
+        const int SC = kMaxD > 128 ? 2 : 1;
+        float sc2[SC][2][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
+        for (int q = 0; q < SC; ++q)
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) sc2[q][mt][0] = sc2[q][mt][1] = sc2[q][mt][2] = sc2[q][mt][3] = 0.0f;
 #pragma unroll
         for (int mt0 = 0; mt0 < 2; mt0 += KMT) {
 #pragma unroll
@@ -1098,12 +1106,21 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                                 operand_pairs(kf[mi][0][b], a0);
                                 operand_pairs(kf[mi][1][b], a1);
                             }
-                            mma_k32<kOp>(sc[mt0 + mi], a0, a1, qf);
+                            mma_k32<kOp>(sc2[(b + half) % SC][mt0 + mi], a0, a1, qf);
                         }
                     }
                 }
             }
         }
+        float sc[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                sc[mt][i] = sc2[0][mt][i];
+#pragma unroll
+                for (int q = 1; q < SC; ++q) sc[mt][i] += sc2[q][mt][i];
+            }
 
         // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head).
         float alpha[2];
