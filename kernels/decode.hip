@@ -702,9 +702,9 @@ __global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMA
 // chunks to a per-warp shared-memory stage by cp.async; three-warp work-groups, four per SM,
 // keep 12 warps' loads in flight. Caches of the query's dtype, or e4m3fn codes (sm_89+),
 // converted to f16 pairs in hardware (exact) to meet f16 queries (bf16 queries are scaled per
-// head by a power of two into f16's range, exact for bf16's 8-bit significand). A one-warp design that staged keys too through cp.async measured slower
-// (docs/performance.md: latency-bound with one warp per scheduler, and cp.async of keys cost
-// L2 request bandwidth).
+// head by a power of two into f16's range, exact for bf16's 8-bit significand). A one-warp
+// design that staged keys too through cp.async measured slower (docs/performance.md:
+// latency-bound with one warp per scheduler, and cp.async of keys cost L2 request bandwidth).
 // ------------------------------------------------------------------------------------------
 template <bool kCond, typename T, typename F>
 struct Pick {
@@ -716,7 +716,7 @@ struct Pick<false, T, F> {
 };
 
 constexpr int MMA_HEADS = 8;   // n of m16n8k16: query heads per work-group (src/core/plan.rs)
-constexpr int MMA_TILE = 32;   // keys per sub-tile: two 16-key m-tiles (a warp of 32)
+constexpr int MMA_TILE = 32;   // keys per wave tile: two 16-key m-tiles (a warp of 32)
 // Threads and resident work-groups per SM (register caps) of the register kernel's head_size
 // <= 128 and <= 256 instances (src/core/plan.rs decode_threads / decode_resident_per_cu).
 // Three warps per work-group at four per SM: a whole wave of 528 work-groups is resident on an
@@ -795,12 +795,6 @@ PKV_DEVICE void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::
 template <int kPending>
 PKV_DEVICE void copy_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-PKV_DEVICE float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, pkv_shfl_xor(v, o, 32));
-    return v;
 }
 
 // 16 fp8 (e4m3fn) codes of a key chunk as two 8-code halves.
@@ -939,7 +933,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             float mx = 0.0f;
 #pragma unroll
             for (int i = 0; i < CHUNK; ++i) mx = fmaxf(mx, fabsf(Elem<PKV_DT_BF16>::to_f32(v.get(i))));
-            mx = warp_max(mx);
+            mx = wave_max(mx);  // (NVIDIA only: a wave is the warp)
             int e = 0;
             frexpf(mx, &e);  // mx < 2^e
             // An infinite element keeps scale 1 (the scores are infinite or NaN either way, as
@@ -1258,11 +1252,7 @@ constexpr int REDUCE_STAGED_SPLITS = 256;  // weights kept in shared memory (the
 // waves' results in `s_red` (one per wave), the same order in every thread.
 template <int kThreads>
 PKV_DEVICE float block_reduce(float v, float* s_red, bool take_max) {
-#pragma unroll
-    for (int o = PKV_WAVE_SIZE / 2; o > 0; o /= 2) {
-        const float w = pkv_shfl_xor(v, o, PKV_WAVE_SIZE);
-        v = take_max ? fmaxf(v, w) : v + w;
-    }
+    v = take_max ? wave_max(v) : wave_sum(v);
     if (threadIdx.x % PKV_WAVE_SIZE == 0) s_red[threadIdx.x / PKV_WAVE_SIZE] = v;
     __syncthreads();
     float r = s_red[0];
