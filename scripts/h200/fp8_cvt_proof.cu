@@ -2,9 +2,10 @@
 //
 // 1. cvt.rn.satfinite.{e4m3,e5m2}x2.f32 (fp8x4_cvt, as the writer issues it: two conversions
 //    into one word) against the portable device encoder pkv::fp8_encode for EVERY f32 bit
-//    pattern, each value once as the high and once as the low operand of a conversion. Required: 0 mismatches on non-NaN inputs (both signs,
-//    zeros, subnormals, infinities, overflow); NaN inputs must give a code above the format's
-//    largest finite code (the writer detects those and re-encodes the chunk portably).
+//    pattern, each value once as the high and once as the low operand of a conversion.
+//    Required: 0 mismatches on non-NaN inputs (both signs, zeros, subnormals, infinities,
+//    overflow); NaN inputs must give a code above the format's largest finite code (the writer
+//    detects those and re-encodes the chunk portably).
 // 2. The portable fast encoder (quantize_one, kFast, scale 1) against pkv::fp8_encode for every
 //    f32 bit pattern and all three formats.
 // 3. The writer's chunk quantiser quantize8 (hardware path for e4m3fn/e5m2, portable for
