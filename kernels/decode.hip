@@ -716,6 +716,35 @@ struct Pick<false, T, F> {
 };
 
 constexpr int MMA_HEADS = 8;   // n of m16n8k16: query heads per work-group (src/core/plan.rs)
+// Lazy rescaling: how far (natural log) a score may exceed the running reference before the
+// reference moves; probabilities stay below e^8 ~ 2981, well inside f16's range.
+constexpr float LAZY_RESCALE = 8.0f;
+constexpr float LOG2_E = 1.4426950408889634f;
+
+// 2^x, the hardware approximation (relative error ~2^-22; results below 2^-126 flush to 0).
+PKV_DEVICE float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// n / d for 0 <= n < 2^31 by a multiply and a shift (Granlund-Montgomery, the round-up
+// variant): mul = ceil(2^(31 + l) / d) with l = ceil(log2 d) fits 32 bits and the error of
+// n * mul / 2^(31 + l) against n / d stays below 1 / d. A division by a run-time divisor is a
+// ~20-instruction chain; the decode tiles divide positions by the block size twice per tile.
+struct FastDiv {
+    uint32_t mul;
+    int shift;
+};
+PKV_DEVICE FastDiv fast_div(int d) {
+    FastDiv f;
+    f.shift = 31 + (32 - __clz(d - 1));
+    f.mul = static_cast<uint32_t>(((1ull << f.shift) + static_cast<uint64_t>(d) - 1) / static_cast<uint64_t>(d));
+    return f;
+}
+PKV_DEVICE int divide(int n, FastDiv f) {
+    return static_cast<int>((static_cast<uint64_t>(n) * f.mul) >> f.shift);
+}
 constexpr int MMA_TILE = 32;   // keys per wave tile: two 16-key m-tiles (a warp of 32)
 // Threads and resident work-groups per SM (register caps) of the register kernel's head_size
 // <= 128 and <= 256 instances (src/core/plan.rs decode_threads / decode_resident_per_cu).
@@ -846,8 +875,23 @@ constexpr int mma_static_bytes_bound(int max_d) {
            MMA_HEADS * (max_d + CHUNK) * 2 + MMA_HEADS * 4 + 256;
 }
 
-// Which register-kernel instances have a run-folded twin (kFast): see the kernel.
+// Which register-kernel instances have a run-folded twin (kFast): see the kernel. The 16-bit
+// head-128 twin measured 10 points slower in session 4 and again in session 5 (86 -> 75% on
+// B64 bs16). Session 5 also found that adding it changes the SASS of instances whose source
+// does not change (the fp8 instance's register allocation, 68.2 -> 65.6%): nvcc compiles every
+// instance in one translation unit, so a measured difference belongs to the whole build, not
+// to one instance (docs/performance.md).
 constexpr bool mma_fast_instance(int max_d, bool fp8) { return fp8 || max_d > 128; }
+
+// The layout a kFast twin serves: keys in whole 16-byte runs (16-bit: x-groups of at least 8;
+// fp8: `key_wide`), and a lane's chunks 4 chunks apart at one fixed distance (x-groups that
+// divide 4 chunks, or a single x-group).
+inline bool mma_fast_layout(const pkv_attention_params& p, bool fp8) {
+    const int ke = fp8 ? 16 : CHUNK;
+    const int x = 1 << p.key_addr.x_shift;
+    const bool runs = fp8 ? p.key_wide != 0 : p.key_run == CHUNK;
+    return runs && ((4 * ke) % x == 0 || x >= p.head_size);
+}
 
 template <int kQuery, bool kFp8, int kMaxD, bool kFast>
 __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE,
@@ -971,7 +1015,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             if (p.alibi_slopes) slope[e] = p.alibi_slopes[static_cast<int64_t>(qh0 + h) * p.alibi_stride];
             if (p.sinks && split == 0 && wave == 0) {
                 m[e] = p.sinks[static_cast<int64_t>(qh0 + h) * p.sinks_stride];
-                l[e] = m[e] > NEG_INF ? 1.0f : 0.0f;
+                // l is a per-lane partial sum (summed over the 8 lanes of a head at the end):
+                // the sink's term counts once.
+                l[e] = m[e] > NEG_INF && g == 0 ? 1.0f : 0.0f;
             }
         }
     }
@@ -993,6 +1039,15 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int krun = kFast ? CHUNK : p.key_run;
     const bool kwide = kFast ? true : p.key_wide != 0;
     const bool run8 = p.value_run == CHUNK;
+    // kFast also has the offset of a lane's key chunk inside a token linear in the chunk
+    // index (x-groups that divide 4 chunks, or one x-group: `mma_fast_layout`): chunk b of
+    // this lane starts at krow + b * kdstep, computed here once instead of per load (the
+    // per-load address arithmetic was a sixth of a tile's time; docs/performance.md). The 256
+    // instances keep per-load offsets: the one build that gave them these lost head 256
+    // points, not separable from the cross-instance code changes noted at mma_fast_instance.
+    const CRaw* krow = kbase + dim_offset(ka, t * KE);
+    const int64_t kdstep = dim_offset(ka, 4 * KE);
+    const FastDiv bs_div = fast_div(bs);
 
     float o[NMD][4];  // O^T fragments: dims 16md + g (+8), heads 2t, 2t+1
 #pragma unroll
@@ -1004,7 +1059,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // ahead so that its latency overlaps the previous tile's work.
     auto block_entry = [&](int tile) -> int32_t {
         const int j = tile * MMA_TILE + lane;
-        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(j / bs) * bt_col] : 0;
+        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(divide(j, bs_div)) * bt_col] : 0;
     };
     int32_t next_entry = block_entry(t_begin + wave);
     // Blocks longer than a tile: the work-group's warps take consecutive tiles in lockstep (a
@@ -1025,7 +1080,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             const int j = t0 + lane;
             int64_t kofs = -1, vofs = -1;
             if (j >= lo && j <= hi) {
-                const int lb = j / bs;
+                const int lb = divide(j, bs_div);
                 const int off = j - lb * bs;
                 int64_t b = entry;
                 b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
@@ -1045,13 +1100,19 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
         const bool values_ahead = __all_sync(0xffffffffu, whole);
         Raw8<CRaw>* my_values = s_vstage + wave * (2 * NMD) * 32 + lane;
-        if (values_ahead) {
-            const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
+        // Issued right after the tile's first batch of key loads: the load/store unit takes
+        // requests in order, and the keys are on the tile's critical path (scores, softmax)
+        // while the values are needed only by P.V. (Measured neutral against values first,
+        // docs/performance.md; kept as the order the critical path asks for.)
+        auto issue_values = [&]() {
+            if (values_ahead) {
+                const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
 #pragma unroll 4
-            for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
-                copy_async<static_cast<int>(sizeof(Raw8<CRaw>))>(my_values + i * 32, vrow, 8 * i + g < D);
-            copy_async_commit();
-        }
+                for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
+                    copy_async<static_cast<int>(sizeof(Raw8<CRaw>))>(my_values + i * 32, vrow, 8 * i + g < D);
+                copy_async_commit();
+            }
+        };
 
         // ---- Scores: sc[mt] = fragments of keys 16mt + g (+8) x heads 2t, 2t+1.
         // SC accumulators per m-tile, alternating over the k steps and summed at the end: with
@@ -1079,10 +1140,16 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                         for (int b = 0; b < KB; ++b) {
                             const int d0 = (4 * (b0 + b) + t) * KE;
                             kf[mi][rh][b].clear();
-                            if (ko >= 0 && d0 < D)
-                                kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
+                            if (ko >= 0 && d0 < D) {
+                                if (kFast && kMaxD <= 128 && d0 + KE <= D)
+                                    kf[mi][rh][b].load_all(
+                                        reinterpret_cast<const uint16_t*>(krow + ko + (b0 + b) * kdstep));
+                                else
+                                    kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
+                            }
                         }
                     }
+                if (mt0 == 0 && b0 == 0) issue_values();
 #pragma unroll
                 for (int b = 0; b < KB; ++b) {
                     const ORaw* qrow = &s_q[g][(4 * (b0 + b) + t) * KE];
@@ -1116,51 +1183,68 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                 for (int q = 1; q < SC; ++q) sc[mt][i] += sc2[q][mt][i];
             }
 
-        // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head).
-        float alpha[2];
+        // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head),
+        // rescaled lazily: the probabilities are taken against the running reference m, which
+        // moves only when a score exceeds it by more than LAZY_RESCALE (a warp vote, rare after
+        // the first tile), so that most tiles need no shuffle, no rescale of the accumulators
+        // and no exponential of the old maximum (the softmax was a third of a tile's time:
+        // docs/performance.md). Probabilities stay below e^LAZY_RESCALE (f16 holds them) and l
+        // is a per-lane partial sum, added over the head's lanes once at the end.
+        float s8[2][4], lm[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int h = 2 * t + e;
-            float s4[4];
-            float mx = NEG_INF;
+            lm[e] = NEG_INF;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                const int key = 8 * k + g;  // k = 2 mt + rh: keys 16mt + 8rh + g
-                const int j = t0 + key;
+                const int j = t0 + 8 * k + g;  // k = 2 mt + rh: keys 16mt + 8rh + g
                 float sv = NEG_INF;
                 if (h < hpc && j >= lo && j <= hi) {
                     sv = sc[k / 2][2 * (k % 2) + e] * kmul[e];
                     if (cap > 0.0f) sv = cap * tanhf(sv / cap);
                     sv += slope[e] * static_cast<float>(j - pos);
                 }
-                s4[k] = sv;
-                mx = fmaxf(mx, sv);
+                s8[e][k] = sv;
+                lm[e] = fmaxf(lm[e], sv);
+            }
+        }
+        if (__any_sync(0xffffffffu, lm[0] > m[0] + LAZY_RESCALE || lm[1] > m[1] + LAZY_RESCALE)) {
+            // Both heads' maxima over the tile, their shuffles interleaved.
+#pragma unroll
+            for (int o2 = 4; o2 < 32; o2 *= 2) {
+                const float x0 = pkv_shfl_xor(lm[0], o2, 32), x1 = pkv_shfl_xor(lm[1], o2, 32);
+                lm[0] = fmaxf(lm[0], x0);
+                lm[1] = fmaxf(lm[1], x1);
+            }
+            float alpha[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const float mn = fmaxf(m[e], lm[e]);
+                alpha[e] = mn != NEG_INF ? expf(m[e] - mn) : 1.0f;  // -inf - -inf would be NaN
+                l[e] *= alpha[e];
+                m[e] = mn;
             }
 #pragma unroll
-            for (int o2 = 4; o2 < 32; o2 *= 2) mx = fmaxf(mx, pkv_shfl_xor(mx, o2, 32));
-            const float mn = fmaxf(m[e], mx);
-            float a = 1.0f, ps = 0.0f;
+            for (int md = 0; md < NMD; ++md) {
+                o[md][0] *= alpha[0];
+                o[md][1] *= alpha[1];
+                o[md][2] *= alpha[0];
+                o[md][3] *= alpha[1];
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int h = 2 * t + e;
+            // m = -inf: nothing visible yet for this head, every score is -inf (or NaN, dropped
+            // as the maximum drops it).
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                const float pr = mn != NEG_INF ? expf(s4[k] - mn) : 0.0f;  // -inf - -inf would be NaN
-                ps += pr;
+                const float pr = m[e] != NEG_INF ? exp2_approx((s8[e][k] - m[e]) * LOG2_E) : 0.0f;
+                l[e] += pr;
                 const ORaw hi16 = Elem<kOp>::from_f32(pr);
                 s_pb[wave][0][h][8 * k + g] = hi16;
                 s_pb[wave][1][h][8 * k + g] = Elem<kOp>::from_f32(pr - Elem<kOp>::to_f32(hi16));
             }
-            if (mn != NEG_INF) a = expf(m[e] - mn);
-#pragma unroll
-            for (int o2 = 4; o2 < 32; o2 *= 2) ps += pkv_shfl_xor(ps, o2, 32);
-            l[e] = l[e] * a + ps;
-            m[e] = mn;
-            alpha[e] = a;
-        }
-#pragma unroll
-        for (int md = 0; md < NMD; ++md) {
-            o[md][0] *= alpha[0];
-            o[md][1] *= alpha[1];
-            o[md][2] *= alpha[0];
-            o[md][3] *= alpha[1];
         }
         wave_sync();  // probabilities visible
 
@@ -1225,6 +1309,12 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
             const int h = 2 * t + (i % 2);
             if (d < D) s_acc[wave][h][d] = o[md][i];
         }
+    }
+#pragma unroll
+    for (int o2 = 4; o2 < 32; o2 *= 2) {
+        const float x0 = pkv_shfl_xor(l[0], o2, 32), x1 = pkv_shfl_xor(l[1], o2, 32);
+        l[0] += x0;
+        l[1] += x1;
     }
     if (g == 0) {
 #pragma unroll
@@ -1375,7 +1465,7 @@ pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
                     static_cast<unsigned>(p.decode_splits));
     const int bytes = mma_value_stage_bytes(kMaxD, kFp8);
-    const bool fast = kFp8 ? p.key_wide != 0 : p.key_run == CHUNK;
+    const bool fast = mma_fast_layout(p, kFp8);
     constexpr bool kFastTwin = mma_fast_instance(kMaxD, kFp8);
     void (*kernel)(pkv_attention_params) = fast ? paged_decode_mma_kernel<kQuery, kFp8, kMaxD, kFastTwin>
                                                 : paged_decode_mma_kernel<kQuery, kFp8, kMaxD, false>;

@@ -4,12 +4,15 @@
 # of the decode kernel, each under its own time limit so that one call fits a lease.
 #
 #   scripts/h200/attention_pass.sh [stage ...]   stages: bench matrix matrix-amd matrix-2cu memcheck
-#                                                        memcheck-2cu profile
+#                                                        memcheck-2cu profile sass ab
 #   (default: bench matrix memcheck profile)
 #
 # Loads $PAGEDKV_LIBRARY (default .devbuild/libpagedkv.so, carried over). Results under $OUT.
 # Limits in seconds: PKV_BENCH_S (240), PKV_MATRIX_S (300), PKV_MEMCHECK_S (150), PKV_PROFILE_S (90).
 # PKV_BENCH_ONLY filters bench cases (default "B": every attention case, no cache writes).
+# Stage ab: same-call A/B of the libraries named in PKV_AB_LIBS (folders under .devbuild holding
+# libpagedkv.so or libpagedkv.so.xz, carried compressed to stay under the carry limit), their
+# quick benches alternating PKV_AB_ROUNDS (2) times; one % column per library and round.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PAGEDKV_LIBRARY=${PAGEDKV_LIBRARY:-$PWD/.devbuild/libpagedkv.so}
@@ -66,6 +69,52 @@ for stage in $stages; do
             python3 scripts/h200/profile_one.py > "$OUT/ncu.txt" 2>&1
         s=$?
         grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|Issue Slots Busy|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Eligible|Theoretical Occ" "$OUT/ncu.txt" | head -40 ;;
+    # Per-instruction execution counts and stall reasons of the decode kernel, bf16 and fp8
+    # caches (B64 L4k bs16; PKV_SASS_FP8="0 1" picks them): $OUT/sass-{bf16,fp8}$PKV_SASS_TAG.csv
+    # (ncu's source page), stalls and counts in $OUT/sass-*.txt.
+    sass)
+        s=0
+        for f8 in ${PKV_SASS_FP8:-0 1}; do
+            tag=$([[ $f8 == 1 ]] && echo fp8 || echo bf16)${PKV_SASS_TAG:-}
+            PKV_PROFILE_FP8=$f8 timeout "${PKV_PROFILE_S:-90}" ncu --clock-control none --kernel-name regex:'paged_decode' \
+                --launch-skip 1 --launch-count 1 --section SourceCounters --section WarpStateStats \
+                --section InstructionStats --section ComputeWorkloadAnalysis -f -o "$OUT/sass-$tag" \
+                python3 scripts/h200/profile_one.py > "$OUT/sass-$tag.log" 2>&1 || s=1
+            ncu -i "$OUT/sass-$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/sass-$tag.csv" 2>&1 || s=1
+            ncu -i "$OUT/sass-$tag.ncu-rep" --page details > "$OUT/sass-$tag.txt" 2>&1 || s=1
+            rm -f "$OUT/sass-$tag.ncu-rep"
+            grep -E "Executed Instructions|Issued Instructions|Duration|Pipe|Stall" "$OUT/sass-$tag.txt" | head -20
+        done ;;
+    ab)
+        s=0
+        for lib in ${PKV_AB_LIBS:?PKV_AB_LIBS names the libraries}; do
+            src=.devbuild/$lib/libpagedkv.so
+            mkdir -p "$OUT/lib-$lib"
+            if [[ -f $src.xz ]]; then python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())" \
+                "$src.xz" > "$OUT/lib-$lib/libpagedkv.so"; else cp "$src" "$OUT/lib-$lib/"; fi
+        done
+        for r in $(seq "${PKV_AB_ROUNDS:-2}"); do
+            for lib in $PKV_AB_LIBS; do
+                PAGEDKV_LIBRARY=$OUT/lib-$lib/libpagedkv.so timeout "${PKV_BENCH_S:-240}" python3 scripts/bench.py --quick \
+                    --only "${PKV_BENCH_ONLY:-B}" --json "$OUT/ab-$lib-$r.json" > "$OUT/ab-$lib-$r.txt" 2>&1 || s=1
+            done
+        done
+        rm -rf "$OUT"/lib-*
+        python3 - "$OUT" $PKV_AB_LIBS <<'PY'
+import json, sys, glob, os
+out, libs = sys.argv[1], sys.argv[2:]
+cols, table = [], {}
+for lib in libs:
+    for f in sorted(glob.glob(os.path.join(out, f"ab-{lib}-*.json"))):
+        col = os.path.basename(f)[3:-5]
+        cols.append(col)
+        for r in json.load(open(f))["results"]:
+            table.setdefault(r["name"], {})[col] = (r["pct_of_copy"], r["check"][:2])
+print("| case | " + " | ".join(cols) + " |")
+for name, row in table.items():
+    print(f"| {name} | " + " | ".join("%.1f%s" % (row[c][0], "" if row[c][1] == "ok" else "!") if c in row else "-" for c in cols) + " |")
+PY
+        ;;
     *) echo "unknown stage $stage"; s=2 ;;
     esac
     echo "== $stage: exit $s in $(( $(date +%s) - t0 ))s"
