@@ -1190,22 +1190,31 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         // and no exponential of the old maximum (the softmax was a third of a tile's time:
         // docs/performance.md). Probabilities stay below e^LAZY_RESCALE (f16 holds them) and l
         // is a per-lane partial sum, added over the head's lanes once at the end.
+        // Scores without a branch per key (the per-key branches around the soft cap and the
+        // mask were a fifth of a tile's stall samples): the cap's branch is uniform, once per
+        // tile, and keys past the visible range or heads past the work-group's are selected
+        // to -inf afterwards (whatever their cache bytes gave).
         float s8[2][4], lm[2];
 #pragma unroll
+        for (int e = 0; e < 2; ++e)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) s8[e][k] = sc[k / 2][2 * (k % 2) + e] * kmul[e];
+        if (cap > 0.0f) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) s8[e][k] = cap * tanhf(s8[e][k] / cap);
+        }
+#pragma unroll
         for (int e = 0; e < 2; ++e) {
-            const int h = 2 * t + e;
+            const bool head = 2 * t + e < hpc;
             lm[e] = NEG_INF;
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const int j = t0 + 8 * k + g;  // k = 2 mt + rh: keys 16mt + 8rh + g
-                float sv = NEG_INF;
-                if (h < hpc && j >= lo && j <= hi) {
-                    sv = sc[k / 2][2 * (k % 2) + e] * kmul[e];
-                    if (cap > 0.0f) sv = cap * tanhf(sv / cap);
-                    sv += slope[e] * static_cast<float>(j - pos);
-                }
-                s8[e][k] = sv;
-                lm[e] = fmaxf(lm[e], sv);
+                const float sv = s8[e][k] + slope[e] * static_cast<float>(j - pos);
+                s8[e][k] = head && j >= lo && j <= hi ? sv : NEG_INF;
+                lm[e] = fmaxf(lm[e], s8[e][k]);
             }
         }
         if (__any_sync(0xffffffffu, lm[0] > m[0] + LAZY_RESCALE || lm[1] > m[1] + LAZY_RESCALE)) {
