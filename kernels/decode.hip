@@ -875,22 +875,14 @@ constexpr int mma_static_bytes_bound(int max_d) {
            MMA_HEADS * (max_d + CHUNK) * 2 + MMA_HEADS * 4 + 256;
 }
 
-// Which register-kernel instances have a run-folded twin (kFast): see the kernel. The 16-bit
-// head-128 twin measured 10 points slower in session 4 and again in session 5 (86 -> 75% on
-// B64 bs16). Session 5 also found that adding it changes the SASS of instances whose source
-// does not change (the fp8 instance's register allocation, 68.2 -> 65.6%): nvcc compiles every
-// instance in one translation unit, so a measured difference belongs to the whole build, not
-// to one instance (docs/performance.md).
-constexpr bool mma_fast_instance(int max_d, bool fp8) { return fp8 || max_d > 128; }
-
 // The layout a kFast twin serves: keys in whole 16-byte runs (16-bit: x-groups of at least 8;
-// fp8: `key_wide`), and a lane's chunks 4 chunks apart at one fixed distance (x-groups that
-// divide 4 chunks, or a single x-group).
+// fp8: `key_wide`) and whole 16-byte chunks up to the head size, and a lane's chunks 4 chunks
+// apart at one fixed distance (x-groups that divide 4 chunks, or a single x-group).
 inline bool mma_fast_layout(const pkv_attention_params& p, bool fp8) {
     const int ke = fp8 ? 16 : CHUNK;
     const int x = 1 << p.key_addr.x_shift;
     const bool runs = fp8 ? p.key_wide != 0 : p.key_run == CHUNK;
-    return runs && ((4 * ke) % x == 0 || x >= p.head_size);
+    return runs && p.head_size % ke == 0 && ((4 * ke) % x == 0 || x >= p.head_size);
 }
 
 template <int kQuery, bool kFp8, int kMaxD, bool kFast>
@@ -1029,13 +1021,14 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
     const int64_t bt_col = p.block_table_strides[1];
     const int bs = p.block_size;
-    // kFast: an instance for the common layout (the launcher checks it): keys come in whole
-    // 16-byte runs (16-bit: x-groups of 8; fp8: `key_wide`), so the compiler folds the
-    // run-length variants of every key load away (~18% fewer instructions, a third fewer
-    // branches; folding the head size too spilled). Measured per instance (docs/performance.md):
-    // fp8 caches and head sizes above 128 gained (57.4 -> 58.6%, 74.1 -> 76.4%), the 16-bit
-    // head-128 instance lost 10 points with the same plans, so it keeps the generic loop
-    // (`mma_fast_instance`).
+    // kFast: the twin for the common layout (`mma_fast_layout`, checked by the launcher): keys
+    // come in whole 16-byte runs (16-bit: x-groups of 8; fp8: `key_wide`), so the compiler
+    // folds the run-length variants of every key load away (~18% fewer instructions, a third
+    // fewer branches; folding the head size too spilled). Every instance has its twin since
+    // session 5 (the 16-bit head-128 twin had measured slower in earlier builds; with the
+    // branch-free loads it gained 1-3 points). Measured differences belong to a whole build:
+    // nvcc compiles every instance in one translation unit, and adding one instance changed
+    // the SASS of others whose source did not change (docs/performance.md).
     const int krun = kFast ? CHUNK : p.key_run;
     const bool kwide = kFast ? true : p.key_wide != 0;
     const bool run8 = p.value_run == CHUNK;
@@ -1044,7 +1037,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // this lane starts at krow + b * kdstep, computed here once instead of per load (the
     // per-load address arithmetic was a sixth of a tile's time; docs/performance.md). The 256
     // instances keep per-load offsets: the one build that gave them these lost head 256
-    // points, not separable from the cross-instance code changes noted at mma_fast_instance.
+    // points, not separable from the cross-instance code changes noted above.
     const CRaw* krow = kbase + dim_offset(ka, t * KE);
     const int64_t kdstep = dim_offset(ka, 4 * KE);
     const FastDiv bs_div = fast_div(bs);
@@ -1136,16 +1129,20 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 #pragma unroll
                     for (int rh = 0; rh < 2; ++rh) {
                         const int64_t ko = s_kofs[wave][16 * (mt0 + mi) + 8 * rh + g];
+                        // kFast 128 instances: no branch per load. A key that is not visible
+                        // reads the first slot of block 0 instead (inside the cache; its score
+                        // row is masked to -inf whatever the bytes), and every chunk below the
+                        // head size is whole (`mma_fast_layout`).
+                        const CRaw* kp = krow + (ko < 0 ? 0 : ko);
 #pragma unroll
                         for (int b = 0; b < KB; ++b) {
                             const int d0 = (4 * (b0 + b) + t) * KE;
                             kf[mi][rh][b].clear();
-                            if (ko >= 0 && d0 < D) {
-                                if (kFast && kMaxD <= 128 && d0 + KE <= D)
-                                    kf[mi][rh][b].load_all(
-                                        reinterpret_cast<const uint16_t*>(krow + ko + (b0 + b) * kdstep));
-                                else
-                                    kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
+                            if (kFast && kMaxD <= 128) {
+                                if (d0 < D)
+                                    kf[mi][rh][b].load_all(reinterpret_cast<const uint16_t*>(kp + (b0 + b) * kdstep));
+                            } else if (ko >= 0 && d0 < D) {
+                                kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
                             }
                         }
                     }
@@ -1474,10 +1471,9 @@ pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
                     static_cast<unsigned>(p.decode_splits));
     const int bytes = mma_value_stage_bytes(kMaxD, kFp8);
-    const bool fast = mma_fast_layout(p, kFp8);
-    constexpr bool kFastTwin = mma_fast_instance(kMaxD, kFp8);
-    void (*kernel)(pkv_attention_params) = fast ? paged_decode_mma_kernel<kQuery, kFp8, kMaxD, kFastTwin>
-                                                : paged_decode_mma_kernel<kQuery, kFp8, kMaxD, false>;
+    void (*kernel)(pkv_attention_params) = mma_fast_layout(p, kFp8)
+                                               ? paged_decode_mma_kernel<kQuery, kFp8, kMaxD, true>
+                                               : paged_decode_mma_kernel<kQuery, kFp8, kMaxD, false>;
     const int static_bytes = mma_static_bytes_bound(kMaxD);
     if (bytes + static_bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
         const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);
