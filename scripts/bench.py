@@ -8,7 +8,8 @@ Run on a machine with a GPU and torch, after building the library with a GPU bac
 
 The ceiling is a device-to-device copy of >= 4 GiB measured in the same run (bytes read +
 bytes written). Every case is timed with device events around a CUDA/HIP-graph replay of
-one library call, with the L2 flushed before each replay, median of many runs. Bandwidth
+one library call, with the L2 flushed before each replay, median of many runs, after a
+quarter second of GPU activity (the previous case's CPU check leaves the GPU idle). Bandwidth
 counts the bytes that must move: K and V of every visible cached token plus query and
 output (attention), or inputs read plus cache bytes written (writes). Every case is also
 checked against the CPU backend (the oracle) on sampled sequences.
@@ -20,6 +21,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +48,21 @@ class Result:
     extra: dict = field(default_factory=dict)
 
 
+def busy(seconds: float = 0.25, flush: torch.Tensor | None = None) -> None:
+    """Keeps the GPU reading memory for about `seconds` before a timing: a long CPU check of the
+    previous case (B256 L32k's oracle) leaves the GPU idle for seconds, and the case after it
+    measured 5-11 points low without this (docs/performance.md)."""
+    work = flush if flush is not None and flush.numel() > 1 << 20 else torch.empty(64 << 20, device=DEV)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(20):
+            work.sum()
+        torch.cuda.synchronize()
+
+
 def timed(fn, iters: int, flush: torch.Tensor) -> float:
     """Median microseconds of `fn()` (a graph replay), L2 flushed (by a read) before each run."""
+    busy(flush=flush)
     start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     for i in range(iters):
@@ -336,6 +351,12 @@ def main() -> int:
         except Exception as e:  # a failing case is reported, not fatal for the rest
             print(f"ERROR {type(e).__name__}: {e}", flush=True)
             results.append(Result(name, "error", 0, 0, 0, 0, "", f"ERROR {e}"))
+        # Every case starts from an empty allocator cache, as an engine allocates its KV cache
+        # once at startup: otherwise a case runs in memory carved from the previous case's
+        # segments (after B256 L32k's tens of GB, B64 L4k bs2048 measured 78.8% against 84-88%
+        # when it ran after a small case; docs/performance.md).
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
     print("\n| case | time (us) | GB/s | % of copy | plan | check |")
     print("|---|---:|---:|---:|---|---|")
     for r in results:
