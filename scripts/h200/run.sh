@@ -25,11 +25,12 @@ rc=0
     python3 -c 'import torch, numpy, ml_dtypes; print("torch", torch.__version__, "numpy", numpy.__version__, "ml_dtypes", ml_dtypes.__version__)'
 } | tee "$OUT/device.txt"
 
+source scripts/h200/checks.sh
+LIMIT_S=${PKV_STAGE_S:-1800}  # per matrix or memcheck stage
+
 if [[ $stage == all || $stage == full ]]; then
-    python3 scripts/h200/check.py --suite full --out "$OUT" > "$OUT/full.log" 2>&1
+    run_matrix "" full "" "$LIMIT_S"
     status=$?
-    grep -E "FAIL" "$OUT/full.log" | head -40
-    cat "$OUT/summary-full.txt" 2>/dev/null || tail -30 "$OUT/full.log"
     echo "full matrix: exit $status"
     rc=$((rc | status))
 fi
@@ -39,29 +40,19 @@ if [[ $stage == all || $stage == amd-plans ]]; then
     # counts; gfx11's tile cap), run on this GPU through the planner's test hook.
     for spec in "gfx942:arch=gfx942,smem=65536,cus=304" "gfx1100:arch=gfx1100,smem=65536,cus=48"; do
         tag=amd-${spec%%:*}
-        PKV_TEST_DEVICE_LIMITS=${spec#*:} python3 scripts/h200/check.py --suite full --only attention \
-            --tag "$tag" --out "$OUT" > "$OUT/$tag.log" 2>&1
+        run_matrix attention "$tag" "${spec#*:}" "$LIMIT_S"
         status=$?
-        grep -E "FAIL" "$OUT/$tag.log" | head -20
-        cat "$OUT/summary-$tag.txt" 2>/dev/null || tail -30 "$OUT/$tag.log"
         echo "$tag plans: exit $status"
         rc=$((rc | status))
     done
 fi
 
 if [[ $stage == all || $stage == memcheck ]]; then
-    # Without torch's caching allocator every tensor is its own allocation, so an access past
-    # a tensor's end is outside any allocation and memcheck sees it. Run with this GPU's plans
-    # and with a gfx942's (64 KiB LDS: other tiles and split counts).
+    # With this GPU's plans and with a gfx942's (64 KiB LDS: other tiles and split counts).
     for spec in "native:" "amd-gfx942:arch=gfx942,smem=65536,cus=304"; do
         tag=${spec%%:*}
-        PKV_TEST_DEVICE_LIMITS=${spec#*:} PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-            compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck-$tag.txt" \
-            python3 scripts/h200/check.py --suite reduced --tag "reduced-$tag" --out "$OUT" \
-            > "$OUT/memcheck-run-$tag.log" 2>&1
+        run_memcheck "" "$tag" "${spec#*:}" "$LIMIT_S"
         status=$?
-        tail -4 "$OUT/memcheck-run-$tag.log"
-        grep -E "ERROR SUMMARY|Invalid|Program hit" "$OUT/memcheck-$tag.txt" | sort | uniq -c | head -20
         echo "memcheck $tag (reduced matrix): exit $status"
         rc=$((rc | status))
     done

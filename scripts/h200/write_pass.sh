@@ -22,6 +22,7 @@ OUT=${OUT:-/tmp/pagedkv-h200}
 mkdir -p "$OUT"
 stages=${*:-proof bench matrix memcheck base}
 rc=0
+source scripts/h200/checks.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 
 for stage in $stages; do
@@ -36,19 +37,8 @@ for stage in $stages; do
             > "$OUT/bench.txt" 2>&1
         s=$?
         grep -E "^ceiling|^\| write|ERROR" "$OUT/bench.txt" || tail -5 "$OUT/bench.txt" ;;
-    matrix)
-        timeout "${PKV_MATRIX_S:-70}" python3 scripts/h200/check.py --suite full --only write --tag write \
-            --out "$OUT" > "$OUT/matrix.log" 2>&1
-        s=$?
-        grep FAIL "$OUT/matrix.log" | head -20
-        cat "$OUT/summary-write.txt" 2>/dev/null || tail -3 "$OUT/matrix.log" ;;
-    memcheck)
-        PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${PKV_MEMCHECK_S:-50}" compute-sanitizer --tool memcheck \
-            --error-exitcode 86 --log-file "$OUT/memcheck.txt" python3 scripts/h200/check.py --suite reduced \
-            --only write --tag reduced-write --out "$OUT" > "$OUT/memcheck-run.log" 2>&1
-        s=$?
-        tail -2 "$OUT/memcheck-run.log"
-        grep -E "ERROR SUMMARY|Invalid" "$OUT/memcheck.txt" | sort | uniq -c | head ;;
+    matrix) run_matrix write write "" "${PKV_MATRIX_S:-70}"; s=$? ;;
+    memcheck) run_memcheck write write "" "${PKV_MEMCHECK_S:-50}"; s=$? ;;
     base)
         base=${PKV_BASE_LIBRARY:-$PWD/.devbuild/writer/base/libpagedkv.so}
         if [[ -f $base ]]; then
