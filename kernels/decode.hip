@@ -875,16 +875,6 @@ constexpr int mma_static_bytes_bound(int max_d) {
            MMA_HEADS * (max_d + CHUNK) * 2 + MMA_HEADS * 4 + 256;
 }
 
-// The layout a kFast twin serves: keys in whole 16-byte runs (16-bit: x-groups of at least 8;
-// fp8: `key_wide`) and whole 16-byte chunks up to the head size, and a lane's chunks 4 chunks
-// apart at one fixed distance (x-groups that divide 4 chunks, or a single x-group).
-inline bool mma_fast_layout(const pkv_attention_params& p, bool fp8) {
-    const int ke = fp8 ? 16 : CHUNK;
-    const int x = 1 << p.key_addr.x_shift;
-    const bool runs = fp8 ? p.key_wide != 0 : p.key_run == CHUNK;
-    return runs && p.head_size % ke == 0 && ((4 * ke) % x == 0 || x >= p.head_size);
-}
-
 template <int kQuery, bool kFp8, int kMaxD, bool kFast>
 __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS_LARGE,
                                   kMaxD <= 128 ? MMA_MIN_BLOCKS_SMALL : MMA_MIN_BLOCKS_LARGE)
@@ -1021,20 +1011,21 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
     const int64_t bt_col = p.block_table_strides[1];
     const int bs = p.block_size;
-    // kFast: the twin for the common layout (`mma_fast_layout`, checked by the launcher): keys
-    // come in whole 16-byte runs (16-bit: x-groups of 8; fp8: `key_wide`), so the compiler
-    // folds the run-length variants of every key load away (~18% fewer instructions, a third
-    // fewer branches; folding the head size too spilled). Every instance has its twin since
-    // session 5 (the 16-bit head-128 twin had measured slower in earlier builds; with the
-    // branch-free loads it gained 1-3 points). Measured differences belong to a whole build:
-    // nvcc compiles every instance in one translation unit, and adding one instance changed
-    // the SASS of others whose source did not change (docs/performance.md).
+    // kFast: the twin for the common layout (`key_fast`, proven on the host by
+    // src/gpu/params.rs fast_key_chunks): keys come in whole 16-byte runs (16-bit: x-groups of
+    // 8; fp8: `key_wide`), so the compiler folds the run-length variants of every key load away
+    // (~18% fewer instructions, a third fewer branches; folding the head size too spilled).
+    // Every instance has its twin since session 5 (the 16-bit head-128 twin had measured
+    // slower in earlier builds; with the branch-free loads it gained 1-3 points). Measured
+    // differences belong to a whole build: nvcc compiles every instance in one translation
+    // unit, and adding one instance changed the SASS of others whose source did not change
+    // (docs/performance.md).
     const int krun = kFast ? CHUNK : p.key_run;
     const bool kwide = kFast ? true : p.key_wide != 0;
     const bool run8 = p.value_run == CHUNK;
     // kFast also has the offset of a lane's key chunk inside a token linear in the chunk
-    // index (x-groups that divide 4 chunks, or one x-group: `mma_fast_layout`): chunk b of
-    // this lane starts at krow + b * kdstep, computed here once instead of per load (the
+    // index (x-groups that divide 4 chunks, or one x-group: `key_fast`): chunk b of this
+    // lane starts at krow + b * kdstep, computed here once instead of per load (the
     // per-load address arithmetic was a sixth of a tile's time; docs/performance.md). The 256
     // instances keep per-load offsets: the one build that gave them these lost head 256
     // points, not separable from the cross-instance code changes noted above.
@@ -1132,7 +1123,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                         // kFast 128 instances: no branch per load. A key that is not visible
                         // reads the first slot of block 0 instead (inside the cache; its score
                         // row is masked to -inf whatever the bytes), and every chunk below the
-                        // head size is whole (`mma_fast_layout`).
+                        // head size is whole (`key_fast`).
                         const CRaw* kp = krow + (ko < 0 ? 0 : ko);
 #pragma unroll
                         for (int b = 0; b < KB; ++b) {
@@ -1471,9 +1462,8 @@ pkv_error_t launch_mma(const pkv_attention_params& p, pkv_stream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_kv_heads * p.decode_head_groups),
                     static_cast<unsigned>(p.decode_splits));
     const int bytes = mma_value_stage_bytes(kMaxD, kFp8);
-    void (*kernel)(pkv_attention_params) = mma_fast_layout(p, kFp8)
-                                               ? paged_decode_mma_kernel<kQuery, kFp8, kMaxD, true>
-                                               : paged_decode_mma_kernel<kQuery, kFp8, kMaxD, false>;
+    void (*kernel)(pkv_attention_params) = p.key_fast != 0 ? paged_decode_mma_kernel<kQuery, kFp8, kMaxD, true>
+                                                           : paged_decode_mma_kernel<kQuery, kFp8, kMaxD, false>;
     const int static_bytes = mma_static_bytes_bound(kMaxD);
     if (bytes + static_bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
         const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes);

@@ -129,7 +129,7 @@ typedef struct {
     int32_t decode_mma;       // 1: its tensor-core variant (NVIDIA, f16/bf16, slots contiguous in values)
     int32_t key_wide;         // 1: 16 bytes of a key along head_size (16 fp8 codes) are one aligned access
     int32_t decode_order;     // 1: decode work-groups serve sequences longest first (decode.hip decode_item)
-    int32_t decode_reserved;  // keeps the struct a multiple of 8 bytes
+    int32_t key_fast;         // 1: the decode tensor-core kernel's run-folded twin serves these keys (decode.hip kFast)
 } pkv_attention_params;
 
 #ifdef __cplusplus

@@ -136,7 +136,7 @@ pub(crate) struct AttentionParams {
     pub(crate) decode_mma: i32,
     pub(crate) key_wide: i32,
     pub(crate) decode_order: i32,
-    pub(crate) decode_reserved: i32,
+    pub(crate) key_fast: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
@@ -225,6 +225,18 @@ fn wide_key_access(a: &CacheAddr, base: usize, itemsize: i64) -> bool {
         terms.push(a.dhi as i64);
     }
     itemsize == 1 && contiguous && all_aligned(&terms, WIDE)
+}
+
+/// The decode tensor-core kernel may take its run-folded twin (`kFast` in kernels/decode.hip):
+/// a lane's key chunk (16 bytes: 8 elements, or 16 fp8 codes) is one aligned access, every
+/// chunk below head_size is whole, and chunk `b` of a lane sits `b` times one fixed distance
+/// from its first (x-groups that divide four chunks, or one x-group spanning the head).
+fn fast_key_chunks(a: &CacheAddr, head_size: i64, itemsize: i64, base: usize) -> bool {
+    let chunk = if itemsize == 1 { 16 } else { CHUNK };
+    let whole_runs =
+        if itemsize == 1 { wide_key_access(a, base, itemsize) } else { run_along_d(a, base, itemsize) == CHUNK as i32 };
+    let x = 1i64 << a.x_shift;
+    whole_runs && head_size % chunk == 0 && ((4 * chunk) % x == 0 || x >= head_size)
 }
 
 /// Neighbouring threads should take neighbouring tokens when the token stride is small.
@@ -398,7 +410,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         decode_mma: decode.is_some_and(|d| d.tensor_cores()) as i32,
         key_wide: wide_key_access(&ka, g.key_addr, es) as i32,
         decode_order: decode.is_some_and(|d| d.longest_first) as i32,
-        decode_reserved: 0,
+        key_fast: fast_key_chunks(&ka, g.head_size as i64, es, g.key_addr) as i32,
     })
 }
 
@@ -445,6 +457,27 @@ mod tests {
         assert!(!value_token_vectors(&CacheAddr { dhi: 4, head: 64 * 4, ..split_v }, 0x1000, 4, 2));
         // fp8 split values: 8-byte runs.
         assert!(value_token_vectors(&CacheAddr { blk: 16 * 4 * 64 + 8, ..split_v }, 0x1008, 16, 1));
+    }
+
+    #[test]
+    fn fast_key_chunks_need_whole_runs_and_a_fixed_chunk_distance() {
+        // bf16 split keys (x = 8) and NHD keys: whole 8-element runs, chunks 4 runs apart.
+        let split_k = CacheAddr { blk: 16 * 8 * 128, head: 128 * 16, dhi: 16 * 8, tok: 8, dlo: 1, x_shift: 3 };
+        assert!(fast_key_chunks(&split_k, 128, 2, 0x1000));
+        let nhd = CacheAddr { blk: 16 * 8 * 128, head: 128, dhi: 1, tok: 8 * 128, dlo: 0, x_shift: 0 };
+        assert!(fast_key_chunks(&nhd, 128, 2, 0x1000));
+        // x = 16 and 32 divide four 8-element chunks; x = 64 does not, unless one group is the head.
+        assert!(fast_key_chunks(&CacheAddr { x_shift: 5, tok: 32, dhi: 16 * 32, ..split_k }, 128, 2, 0x1000));
+        assert!(!fast_key_chunks(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 128, 2, 0x1000));
+        assert!(fast_key_chunks(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 64, 2, 0x1000));
+        // Runs shorter than a chunk (x = 4), or a misaligned base: the generic instance.
+        assert!(!fast_key_chunks(&CacheAddr { x_shift: 2, tok: 4, dhi: 16 * 4, ..split_k }, 128, 2, 0x1000));
+        assert!(!fast_key_chunks(&split_k, 128, 2, 0x1002));
+        // fp8 split keys (x = 16): 16-code chunks when wide, and only for head sizes of whole chunks.
+        let split_k8 = CacheAddr { x_shift: 4, tok: 16, dhi: 16 * 16, ..split_k };
+        assert!(fast_key_chunks(&split_k8, 128, 1, 0x1000));
+        assert!(!fast_key_chunks(&split_k8, 72, 1, 0x1000));
+        assert!(!fast_key_chunks(&split_k8, 128, 1, 0x1008));
     }
 
     #[test]
