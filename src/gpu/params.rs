@@ -228,13 +228,13 @@ fn wide_key_access(a: &CacheAddr, base: usize, itemsize: i64) -> bool {
 }
 
 /// The decode tensor-core kernel may take its run-folded twin (`kFast` in kernels/decode.hip):
-/// a lane's key chunk (16 bytes: 8 elements, or 16 fp8 codes) is one aligned access, every
+/// a lane's key chunk (16 bytes: 8 elements, or 16 fp8 codes) is one aligned access
+/// (`key_run` of 8, or `key_wide` for 1-byte caches, as computed for the same keys), every
 /// chunk below head_size is whole, and chunk `b` of a lane sits `b` times one fixed distance
 /// from its first (x-groups that divide four chunks, or one x-group spanning the head).
-fn fast_key_chunks(a: &CacheAddr, head_size: i64, itemsize: i64, base: usize) -> bool {
+fn fast_key_chunks(a: &CacheAddr, head_size: i64, itemsize: i64, key_run: i32, key_wide: bool) -> bool {
     let chunk = if itemsize == 1 { 16 } else { CHUNK };
-    let whole_runs =
-        if itemsize == 1 { wide_key_access(a, base, itemsize) } else { run_along_d(a, base, itemsize) == CHUNK as i32 };
+    let whole_runs = if itemsize == 1 { key_wide } else { key_run == CHUNK as i32 };
     let x = 1i64 << a.x_shift;
     whole_runs && head_size % chunk == 0 && ((4 * chunk) % x == 0 || x >= head_size)
 }
@@ -333,6 +333,8 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
     let es = cache_itemsize(g);
     let ka = key_addr(&g.key, "key_cache")?;
     let va = value_addr(&g.value, "value_cache")?;
+    let key_run = run_along_d(&ka, g.key_addr, es);
+    let key_wide = wide_key_access(&ka, g.key_addr, es);
     let (heads_per_cta, head_groups) = attention_head_split(p.gqa_ratio() as u32);
     // Value cache staging: the split layout keeps 8 consecutive slots of one dim adjacent.
     let (value_mode, value_run) = if va.tok == 1 {
@@ -398,7 +400,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         shared_mem_bytes: fits_i32(general.shared_mem_bytes as i64, "shared memory bytes")?,
         query_contig: rows_contiguous(&p.query) as i32,
         output_contig: rows_contiguous(&p.output) as i32,
-        key_run: run_along_d(&ka, g.key_addr, es),
+        key_run,
         key_token_fastest: token_fastest(&ka, es),
         value_mode,
         value_run,
@@ -408,9 +410,9 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         decode_heads_per_cta: decode.map_or(1, |d| d.heads_per_cta as i32),
         decode_head_groups: decode.map_or(1, |d| d.head_groups as i32),
         decode_mma: decode.is_some_and(|d| d.tensor_cores()) as i32,
-        key_wide: wide_key_access(&ka, g.key_addr, es) as i32,
+        key_wide: key_wide as i32,
         decode_order: decode.is_some_and(|d| d.longest_first) as i32,
-        key_fast: fast_key_chunks(&ka, g.head_size as i64, es, g.key_addr) as i32,
+        key_fast: fast_key_chunks(&ka, g.head_size, es, key_run, key_wide) as i32,
     })
 }
 
@@ -461,23 +463,27 @@ mod tests {
 
     #[test]
     fn fast_key_chunks_need_whole_runs_and_a_fixed_chunk_distance() {
+        // As attention_params calls it: the runs and the wide access of the same keys.
+        let fast = |a: &CacheAddr, head_size: i64, itemsize: i64, base: usize| {
+            fast_key_chunks(a, head_size, itemsize, run_along_d(a, base, itemsize), wide_key_access(a, base, itemsize))
+        };
         // bf16 split keys (x = 8) and NHD keys: whole 8-element runs, chunks 4 runs apart.
         let split_k = CacheAddr { blk: 16 * 8 * 128, head: 128 * 16, dhi: 16 * 8, tok: 8, dlo: 1, x_shift: 3 };
-        assert!(fast_key_chunks(&split_k, 128, 2, 0x1000));
+        assert!(fast(&split_k, 128, 2, 0x1000));
         let nhd = CacheAddr { blk: 16 * 8 * 128, head: 128, dhi: 1, tok: 8 * 128, dlo: 0, x_shift: 0 };
-        assert!(fast_key_chunks(&nhd, 128, 2, 0x1000));
+        assert!(fast(&nhd, 128, 2, 0x1000));
         // x = 16 and 32 divide four 8-element chunks; x = 64 does not, unless one group is the head.
-        assert!(fast_key_chunks(&CacheAddr { x_shift: 5, tok: 32, dhi: 16 * 32, ..split_k }, 128, 2, 0x1000));
-        assert!(!fast_key_chunks(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 128, 2, 0x1000));
-        assert!(fast_key_chunks(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 64, 2, 0x1000));
+        assert!(fast(&CacheAddr { x_shift: 5, tok: 32, dhi: 16 * 32, ..split_k }, 128, 2, 0x1000));
+        assert!(!fast(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 128, 2, 0x1000));
+        assert!(fast(&CacheAddr { x_shift: 6, tok: 64, dhi: 16 * 64, ..split_k }, 64, 2, 0x1000));
         // Runs shorter than a chunk (x = 4), or a misaligned base: the generic instance.
-        assert!(!fast_key_chunks(&CacheAddr { x_shift: 2, tok: 4, dhi: 16 * 4, ..split_k }, 128, 2, 0x1000));
-        assert!(!fast_key_chunks(&split_k, 128, 2, 0x1002));
+        assert!(!fast(&CacheAddr { x_shift: 2, tok: 4, dhi: 16 * 4, ..split_k }, 128, 2, 0x1000));
+        assert!(!fast(&split_k, 128, 2, 0x1002));
         // fp8 split keys (x = 16): 16-code chunks when wide, and only for head sizes of whole chunks.
         let split_k8 = CacheAddr { x_shift: 4, tok: 16, dhi: 16 * 16, ..split_k };
-        assert!(fast_key_chunks(&split_k8, 128, 1, 0x1000));
-        assert!(!fast_key_chunks(&split_k8, 72, 1, 0x1000));
-        assert!(!fast_key_chunks(&split_k8, 128, 1, 0x1008));
+        assert!(fast(&split_k8, 128, 1, 0x1000));
+        assert!(!fast(&split_k8, 72, 1, 0x1000));
+        assert!(!fast(&split_k8, 128, 1, 0x1008));
     }
 
     #[test]
