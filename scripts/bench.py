@@ -352,9 +352,8 @@ def main() -> int:
             print(f"ERROR {type(e).__name__}: {e}", flush=True)
             results.append(Result(name, "error", 0, 0, 0, 0, "", f"ERROR {e}"))
         # Every case starts from an empty allocator cache, as an engine allocates its KV cache
-        # once at startup: otherwise a case runs in memory carved from the previous case's
-        # segments (after B256 L32k's tens of GB, B64 L4k bs2048 measured 78.8% against 84-88%
-        # when it ran after a small case; docs/performance.md).
+        # once at startup, not in segments carved from the previous case's. (Alone it measured
+        # no difference: the low case after B256 L32k was the idle GPU, see `busy`.)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
     print("\n| case | time (us) | GB/s | % of copy | plan | check |")
