@@ -894,7 +894,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // Key loads in flight per lane: both m-tiles at once for head sizes up to 128, one at a
     // time above (where the accumulators are twice as many).
     const int KMT = kMaxD <= 128 ? 2 : 1;
-    const int KB = NB < 4 ? NB : 4;
+    // Key loads per batch: four chunks per row; two for the 16-bit head-256 instance, whose
+    // branch-free loads (kFast) need the registers (255 and a spill with four).
+    const int KB = kMaxD > 128 && !kFp8 ? 2 : (NB < 4 ? NB : 4);
     static_assert(NB % KB == 0, "load batches tile the operands");
 
     __shared__ int64_t s_kofs[NW][MMA_TILE];  // key offset per slot (-1: not visible)
@@ -1026,9 +1028,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // kFast also has the offset of a lane's key chunk inside a token linear in the chunk
     // index (x-groups that divide 4 chunks, or one x-group: `key_fast`): chunk b of this
     // lane starts at krow + b * kdstep, computed here once instead of per load (the
-    // per-load address arithmetic was a sixth of a tile's time; docs/performance.md). The 256
-    // instances keep per-load offsets: the one build that gave them these lost head 256
-    // points, not separable from the cross-instance code changes noted above.
+    // per-load address arithmetic was a sixth of a tile's time; docs/performance.md).
     const CRaw* krow = kbase + dim_offset(ka, t * KE);
     const int64_t kdstep = dim_offset(ka, 4 * KE);
     const FastDiv bs_div = fast_div(bs);
@@ -1120,7 +1120,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 #pragma unroll
                     for (int rh = 0; rh < 2; ++rh) {
                         const int64_t ko = s_kofs[wave][16 * (mt0 + mi) + 8 * rh + g];
-                        // kFast 128 instances: no branch per load. A key that is not visible
+                        // kFast instances: no branch per load. A key that is not visible
                         // reads the first slot of block 0 instead (inside the cache; its score
                         // row is masked to -inf whatever the bytes), and every chunk below the
                         // head size is whole (`key_fast`).
@@ -1129,7 +1129,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                         for (int b = 0; b < KB; ++b) {
                             const int d0 = (4 * (b0 + b) + t) * KE;
                             kf[mi][rh][b].clear();
-                            if (kFast && kMaxD <= 128) {
+                            if (kFast) {
                                 if (d0 < D)
                                     kf[mi][rh][b].load_all(reinterpret_cast<const uint16_t*>(kp + (b0 + b) * kdstep));
                             } else if (ko >= 0 && d0 < D) {
