@@ -44,22 +44,29 @@
 namespace pkv {
 namespace {
 
-constexpr int WRITE_THREADS = 256;  // per work-group (most writers): whole waves of 32 and of 64
+// Threads per work-group: whole waves of 32 and of 64. 128 rather than 256: a work-group's
+// registers are freed when its slowest warp ends, so smaller groups keep more warps resident
+// (fp8 65536 tokens, same call: 73.6% of copy at 256, 76.4% at 128; docs/performance.md).
+constexpr int WRITE_THREADS = 128;
 constexpr int CHUNK = 8;            // elements along head_size per thread
 constexpr int GROUP = 8;            // tokens per thread
 constexpr int PAIR = 2;             // token groups side by side in neighbouring lanes
 constexpr int TILE_TOKENS = GROUP * PAIR;
 static_assert(PKV_WAVE_SIZE % PAIR == 0, "a lane pair never straddles two waves");
 
-// Work-group size and the resident work-groups per SM asked of the register allocator (NVIDIA).
-// Copies of 2-byte elements hold 8 rows of 16 bytes plus addresses (<= 80 registers: 3
-// work-groups, 24 warps); f32 rows (32 bytes) and the fp8 quantiser need more (<= 128: 2
-// work-groups; at 80 the fp8 writers spill).
+// Work-group size and the resident work-groups per SM asked of the register allocator (NVIDIA;
+// 64K registers per SM). The writers are latency-bound (a thread waits for its rows, then
+// converts and stores with nothing in flight), so resident warps set the rate:
+// - copies of 2-byte elements: 8 rows of 16 bytes plus addresses, <= 80 registers (6 groups,
+//   24 warps);
+// - fp8 from 2-byte sources: the quantiser's temporaries too, <= 96 (5 groups, 20 warps;
+//   at 80 they spill; 96 instead of 128 registers: 79.2 instead of 76.4% of copy);
+// - f32 sources: 32-byte rows, <= 128 (4 groups, 16 warps).
 template <int kSrc, int kFp8>
 struct WriteShape {
     static const bool kShort = sizeof(typename Elem<kSrc>::raw) == 2;
     static const int kThreads = WRITE_THREADS;
-    static const int kMinBlocks = kShort && kFp8 == PKV_FP8_NONE ? 3 : 2;
+    static const int kMinBlocks = !kShort ? 4 : (kFp8 == PKV_FP8_NONE ? 6 : 5);
     static_assert(kThreads % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
     static_assert(sizeof(pkv_write_params) / 4 <= kThreads, "one thread copies each argument word");
 };
