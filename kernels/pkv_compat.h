@@ -23,6 +23,11 @@ typedef hipStream_t pkv_stream_t;
 static inline pkv_error_t pkv_allow_dynamic_smem(const void*, int) { return hipSuccess; }
 
 #define pkv_shfl_xor(value, lane_mask, width) __shfl_xor((value), (lane_mask), (width))
+// Votes over the lanes of the wave, and the ordering of their memory operations (a wave issues
+// its lanes' memory operations in program order: nothing to do).
+#define pkv_wave_all(pred) __all(pred)
+#define pkv_wave_any(pred) __any(pred)
+#define pkv_wave_sync() ((void)0)
 
 // Wave size is a per-target compile-time constant on AMD (64 on CDNA, 32 on RDNA).
 #if defined(__HIP_DEVICE_COMPILE__)
@@ -51,6 +56,9 @@ static inline pkv_error_t pkv_allow_dynamic_smem(const void* kernel, int bytes) 
 }
 
 #define pkv_shfl_xor(value, lane_mask, width) __shfl_xor_sync(0xffffffffu, (value), (lane_mask), (width))
+#define pkv_wave_all(pred) __all_sync(0xffffffffu, (pred))
+#define pkv_wave_any(pred) __any_sync(0xffffffffu, (pred))
+#define pkv_wave_sync() __syncwarp()
 
 #define PKV_WAVE_SIZE 32
 #endif

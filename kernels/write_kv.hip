@@ -23,8 +23,11 @@
 // - token vectors (split values [.., head_size, block_size], slot stride 1): a thread holds 8
 //   consecutive tokens and transposes them in registers; when their slots are 8 consecutive,
 //   8-aligned slots of one block, each dim is one 8-element store (16 bytes for 2-byte caches),
-//   and the lane pair fills 32 consecutive bytes. Any other slot pattern (padding, block ends,
-//   unaligned runs, random slots) falls back to element stores, correct for every input.
+//   and the lane pair fills 32 consecutive bytes. For 1-byte (fp8) caches a dim of 8 tokens is
+//   only 8 bytes: when every lane pair of the wave holds 16 consecutive slots, the pair trades
+//   halves with shuffles and each lane stores one dim's 16 codes (store_token_vectors). Any other
+//   slot pattern (padding, block ends, unaligned runs, random slots) falls back to element
+//   stores, correct for every input.
 //
 // fp8: `encode(v / scale)` with the division correctly rounded (IEEE f32, as the CPU's `v /
 // scale`), computed without a per-element division (see Quotient; one correction for 2-byte
@@ -631,22 +634,70 @@ PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job,
     }
 }
 
+// One 16-byte store of four words (p 16-byte aligned, global memory). Spelled out on NVIDIA:
+// for the lane-pair rows below (words picked per lane) nvcc emitted an 8-byte and two 4-byte
+// stores for a plain uint4 store, which measured 79 -> 61% of copy for the fp8 write.
+PKV_DEVICE void store_words16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__)
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(a), "r"(b),
+                 "r"(c), "r"(d)
+                 : "memory");
+#else
+    *static_cast<uint4*>(p) = make_uint4(a, b, c, d);
+#endif
+}
+
 // Token-vector stores of 8 consecutive tokens at cache offset `base` (dim 0): transposed in
 // registers and converted one dim at a time (only one dim's quantiser temporaries live).
+//
+// 1-byte caches (fp8), where one dim of 8 tokens is only 8 bytes, go two dims at a time: when
+// each lane pair's 16 tokens are 16 consecutive slots (`pair`, uniform over the wave), the pair
+// trades halves so that lane 0 stores the even dim and lane 1 the odd one, each dim's 16 codes
+// as one 16-byte store at `base - lane * 8`. At block 16 the pair's two stores are one whole
+// 32-byte sector instead of half sectors from two instructions: half the store requests to L2.
+// One loop serves both cases, so the quantiser is not emitted twice.
 template <int kSrc, int kFp8, int kMode>
 PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, int64_t base,
                                     const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP], const Quotient& s,
-                                    uint32_t& redo) {
+                                    uint32_t& redo, bool pair, int lane) {
     typedef typename Elem<kSrc>::raw SRaw;
     typedef Convert<kSrc, kFp8, kMode> Conv;
     typedef typename Conv::DRaw DRaw;
     DRaw* cache = static_cast<DRaw*>(job.cache);
+    if (sizeof(DRaw) != 1) {
 #pragma unroll
-    for (int j = 0; j < CHUNK; ++j) {
-        Raw8<SRaw> t;
+        for (int j = 0; j < CHUNK; ++j) {
+            Raw8<SRaw> t;
 #pragma unroll
-        for (int k = 0; k < GROUP; ++k) t.set(k, in[k].get(j));
-        Conv::template run<false>(t, s, redo).store_all(cache + base + dim_offset(job.addr, w.d0 + j));
+            for (int k = 0; k < GROUP; ++k) t.set(k, in[k].get(j));
+            Conv::template run<false>(t, s, redo).store_all(cache + base + dim_offset(job.addr, w.d0 + j));
+        }
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < CHUNK; j += 2) {
+        Raw8<SRaw> even, odd;
+#pragma unroll
+        for (int k = 0; k < GROUP; ++k) {
+            even.set(k, in[k].get(j));
+            odd.set(k, in[k].get(j + 1));
+        }
+        const Raw8<DRaw> ce = Conv::template run<false>(even, s, redo);
+        const Raw8<DRaw> co = Conv::template run<false>(odd, s, redo);
+        if (pair) {
+            // Lane 0 keeps its even dim (tokens 0..7) and sends its odd one; lane 1 the reverse.
+            // Words are picked by value: a reference chosen at run time would put ce and co in
+            // local memory.
+            const bool even_lane = lane == 0;
+            const uint32_t keep0 = even_lane ? ce.w[0] : co.w[0], keep1 = even_lane ? ce.w[1] : co.w[1];
+            const uint32_t got0 = pkv_shfl_xor(even_lane ? co.w[0] : ce.w[0], 1, PKV_WAVE_SIZE);
+            const uint32_t got1 = pkv_shfl_xor(even_lane ? co.w[1] : ce.w[1], 1, PKV_WAVE_SIZE);
+            store_words16(cache + base - lane * GROUP + dim_offset(job.addr, w.d0 + j + lane), even_lane ? keep0 : got0,
+                          even_lane ? keep1 : got1, even_lane ? got0 : keep0, even_lane ? got1 : keep1);
+        } else {
+            ce.store_all(cache + base + dim_offset(job.addr, w.d0 + j));
+            co.store_all(cache + base + dim_offset(job.addr, w.d0 + j + 1));
+        }
     }
 }
 
@@ -682,29 +733,60 @@ PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& 
     int64_t slots[GROUP];
     Raw8<SRaw> in[GROUP];
     load_group(p, job, w, slots, in);
+    // This thread's side of its lane pair (t0 = tile * 16 + lane * 8), taken from t0 rather than
+    // kept live across the loads: one more register there spills the element-load path.
+    const int lane = static_cast<int>(w.t0 >> 3) & 1;
     const bool narrow = p.num_slots <= 0xffffffffll;
     bool vec = slots[0] >= 0;
 #pragma unroll
     for (int k = 1; k < GROUP; ++k) vec = vec && slots[k] == slots[0] + k;
     int64_t base = 0;
+    // Lane pairs (1-byte caches, slots below 2^32): the first slot the pair would start at, or
+    // kNoPair. Lane 1 stays inside lane 0's block (offset >= 8); the pair's rows must take
+    // 16-byte stores.
+    const uint32_t kNoPair = 0xffffffffu;
+    uint32_t pair_first = kNoPair;
     if (vec) {
         int64_t b0, o0;
         split_slot(slots[0], p.block_size, narrow, b0, o0);
         vec = (o0 & (GROUP - 1)) == 0 && o0 + GROUP <= p.block_size;
         base = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
+        if (sizeof(typename Convert<kSrc, kFp8, kFast>::DRaw) == 1) {
+            const uintptr_t row0 = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(job.cache) + base - lane * GROUP);
+            const bool aligned = ((static_cast<uint32_t>(row0) | static_cast<uint32_t>(job.addr.dhi)) & 15u) == 0;
+            if (vec && narrow && o0 >= lane * GROUP && aligned) pair_first = static_cast<uint32_t>(slots[0]) - lane * GROUP;
+        }
+    }
+    // Pairs only where every lane of the wave (that has not left) forms one: `pair` is then
+    // uniform over the wave and the exchanges are whole-wave shuffles. (Shuffles among the two
+    // lanes of a pair alone need per-pair masks, which NVIDIA compiles to a match and a
+    // divergence test per exchange.)
+    bool pair = false;
+    if (sizeof(typename Convert<kSrc, kFp8, kFast>::DRaw) == 1) {
+        const uint32_t other = pkv_shfl_xor(pair_first, 1, PKV_WAVE_SIZE);
+        pair = pkv_wave_all(pair_first != kNoPair && other == pair_first);
     }
     const Quotient s = make_quotient(scale);
     uint32_t redo = 0;
     if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
         if (vec) {
-            store_token_vectors<kSrc, kFp8, kFast>(job, w, base, in, s, redo);
-            if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
+            store_token_vectors<kSrc, kFp8, kFast>(job, w, base, in, s, redo, pair, lane);
+            if (pair) {
+                // Lanes stored codes of their partners' tokens: when any lane has a redo, every
+                // lane of the wave redoes its own tokens, after all stores.
+                if (pkv_wave_any((redo & kRedoBits) != 0)) {
+                    pkv_wave_sync();
+                    write_exact<kSrc, kFp8, kFast>(p, job, w, s);
+                }
+            } else if ((redo & kRedoBits) != 0) {
+                write_exact<kSrc, kFp8, kFast>(p, job, w, s);
+            }
         } else {
             store_token_elements<kSrc, kFp8, kFast>(p, job, w, slots, in, s, redo);
             if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
         }
     } else if (vec) {
-        store_token_vectors<kSrc, kFp8, kDivide>(job, w, base, in, s, redo);
+        store_token_vectors<kSrc, kFp8, kDivide>(job, w, base, in, s, redo, false, lane);
     } else {
         store_token_elements<kSrc, kFp8, kDivide>(p, job, w, slots, in, s, redo);
     }

@@ -188,13 +188,28 @@ def check_write(c, rng):
     if fp8:
         # Some values beyond the format's range after scaling: saturation is checked too.
         key[0, 0, :4] = torch.tensor([1e4, -1e4, 0.0, -0.0], device=DEV).to(key.dtype)
-    if c.get("high_blocks"):
+    if c.get("runs"):
+        # As an engine writes prefill chunks: runs of consecutive slots, each in a block of its
+        # own, starting at offset 0, 8 or anywhere (the writers' whole-vector, lane-pair and
+        # element paths), ending anywhere up to the block's end; and a NaN value, which sends
+        # fp8 writers through their exact redo.
+        perm, out = rng.permutation(nb), []
+        for b in perm:
+            if len(out) >= t:
+                break
+            start = int(rng.choice([0, 0, 8 % bs, int(rng.integers(0, bs))]))
+            n = int(rng.integers(1, bs - start + 1)) if rng.random() < 0.3 else bs - start
+            out.extend(range(int(b) * bs + start, int(b) * bs + start + n))
+        assert len(out) >= t, "runs need one block per run"
+        slots_all = torch.tensor(out[:t], dtype=torch.int64)
+        value[t // 2, 0, 5] = float("nan")
+    elif c.get("high_blocks"):
         # Slots in the last blocks of a pool of more than 65,536 blocks (offsets past 4 GiB).
         top = min(nb * bs, 4096)
         slots_all = torch.from_numpy((nb * bs - top + rng.permutation(top)[:t]).astype(np.int64))
     else:
         slots_all = torch.from_numpy(rng.permutation(nb * bs)[:t].astype(np.int64))
-    slots_all[torch.from_numpy(rng.random(t) < 0.1)] = -1
+    slots_all[torch.from_numpy(rng.random(t) < (0.02 if c.get("runs") else 0.1))] = -1
     gpu_slots = slots_all.clone()
     if c.get("slot_out_of_range") and not DRY:
         # The GPU cannot report it without a sync: the slot is skipped, like a negative one.
@@ -231,7 +246,22 @@ def check_attention(c, rng):
     ks, vs = (c.get("k_scale", 0.05), c.get("v_scale", 0.02)) if fp8 else (None, None)
 
     # Block tables: distinct blocks (from the top of the pool when asked), garbage past the end.
-    if c.get("high_blocks"):
+    if c.get("runs"):
+        # As an engine writes prefill chunks: runs of consecutive slots, each in a block of its
+        # own, starting at offset 0, 8 or anywhere (the writers' whole-vector, lane-pair and
+        # element paths), ending anywhere up to the block's end; and a NaN value, which sends
+        # fp8 writers through their exact redo.
+        perm, out = rng.permutation(nb), []
+        for b in perm:
+            if len(out) >= t:
+                break
+            start = int(rng.choice([0, 0, 8 % bs, int(rng.integers(0, bs))]))
+            n = int(rng.integers(1, bs - start + 1)) if rng.random() < 0.3 else bs - start
+            out.extend(range(int(b) * bs + start, int(b) * bs + start + n))
+        assert len(out) >= t, "runs need one block per run"
+        slots_all = torch.tensor(out[:t], dtype=torch.int64)
+        value[t // 2, 0, 5] = float("nan")
+    elif c.get("high_blocks"):
         pool = rng.permutation(np.arange(nb - need - 64, nb))[:need]
         pool[0] = 3  # one low block too
     else:
@@ -392,6 +422,16 @@ def write_cases(suite):
                       v_scale=0.2))
     cases.append(dict(layout="kvfirst", bs=16, h=2, d=64, src="f16", kv="auto", tokens=60, slot_out_of_range=True))
     cases.append(dict(layout="hybrid", bs=48, h=2, d=64, src="f32", kv="auto", tokens=60, src_strided=True))
+    # Runs of consecutive slots (prefill): whole 8-slot vectors and fp8 lane pairs, in both
+    # writers, every fp8 format and block sizes 8..64 (one block per run).
+    for kv in fp8s:
+        cases.append(dict(layout="kvfirst", bs=16, h=8, d=128, src="bf16", kv=kv, tokens=600, num_blocks=700,
+                          runs=True, k_scale=0.05, v_scale=0.04, name="runs"))
+    for layout, bs, src, kv in (("kvfirst", 32, "f16", "fp8_e4m3fn"), ("blocksfirst", 16, "bf16", "fp8_e5m2"),
+                                ("hybrid", 64, "bf16", "fp8_e4m3fn"), ("kvfirst", 16, "bf16", "auto"),
+                                ("blocksfirst", 8, "f16", "fp8_e4m3fnuz")):
+        cases.append(dict(layout=layout, bs=bs, h=4, d=128, src=src, kv=kv, tokens=500, num_blocks=600,
+                          runs=True, k_scale=0.3, v_scale=0.02, name="runs"))
     # Over 65,536 blocks and over 4 GiB of cache: 64-bit offsets in both writers.
     cases.append(dict(layout="kvfirst", bs=16, h=8, d=128, src="f16", kv="auto", tokens=500, num_blocks=70000,
                       high_blocks=True, name="large-cache"))
@@ -485,7 +525,7 @@ def resolve_batch(c, rng):
 
 def describe(kind, c):
     keys = ["layout", "bs", "d", "hq", "hkv", "h", "qdt", "src", "kv", "window", "alibi", "sinks", "soft_cap",
-            "causal", "out_fp8", "src_strided", "slot_out_of_range", "num_blocks", "name", "batch_kind"]
+            "causal", "out_fp8", "src_strided", "slot_out_of_range", "runs", "num_blocks", "name", "batch_kind"]
     parts = [f"{k}={c[k]}" for k in keys if k in c and c[k] not in (None, False)]
     return kind + " " + " ".join(parts)
 

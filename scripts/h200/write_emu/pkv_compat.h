@@ -1,11 +1,18 @@
 // Host stand-in for kernels/pkv_compat.h: compiles kernels/write_kv.hip as plain C++ so that its
 // logic (work decomposition, slot handling, vector paths, the fp8 quantiser) can be run on a
-// machine without a GPU. Threads of a launch run one after another, which is exact for a kernel
-// without barriers or cross-lane operations (the CUDA branch of the writer has none).
+// machine without a GPU. Threads of a launch run four lanes at a time, one host thread each,
+// meeting at every exchange, vote and wave sync (the writer's cross-lane operations, all inside
+// groups of 4 lanes; it has no barriers).
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <thread>
 #include <stdint.h>
 #include <string.h>
 
@@ -25,7 +32,67 @@ struct dim3 {
     unsigned x, y, z;
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+inline dim3 blockDim, gridDim;
+inline thread_local dim3 threadIdx, blockIdx;
+
+// The writer's cross-lane operations stay inside groups of 4 lanes (exchanges with lane ^ 1
+// and lane ^ 2), so the emulator runs 4 lanes at a time, one host thread each, meeting here.
+constexpr unsigned kEmuLanes = 4;
+struct LaneBarrier {
+    std::mutex m;
+    std::condition_variable cv;
+    unsigned arrived = 0;
+    long phase = 0;
+    void wait() {
+        std::unique_lock<std::mutex> lock(m);
+        const long ph = phase;
+        if (++arrived == kEmuLanes) {
+            arrived = 0;
+            ++phase;
+            cv.notify_all();
+            return;
+        }
+        // A lane whose group took another branch would wait for ever (on a GPU: undefined
+        // behaviour of the shuffle or sync): fail instead of hanging.
+        if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return phase != ph; })) {
+            fprintf(stderr, "lanes diverged: one lane waits at an exchange another never reaches\n");
+            abort();
+        }
+    }
+};
+inline LaneBarrier pkv_emu_lanes;
+inline uint64_t pkv_emu_lane_value[kEmuLanes];
+
+// Each lane posts its value, all meet, each reads lane ^ mask's, all meet again (so that the
+// next exchange cannot overwrite a value before it is read).
+template <typename T>
+inline T pkv_emu_shfl_xor(T v, int lane_mask) {
+    if (lane_mask <= 0 || static_cast<unsigned>(lane_mask) >= kEmuLanes) {
+        fprintf(stderr, "emulator: exchanges reach lane ^ 1 .. lane ^ %u only\n", kEmuLanes - 1);
+        abort();
+    }
+    const unsigned lane = threadIdx.x % kEmuLanes;
+    pkv_emu_lane_value[lane] = static_cast<uint64_t>(v);
+    pkv_emu_lanes.wait();
+    const T r = static_cast<T>(pkv_emu_lane_value[lane ^ static_cast<unsigned>(lane_mask)]);
+    pkv_emu_lanes.wait();
+    return r;
+}
+// Votes are taken over the group of 4: the emulator checks each group's logic; uniformity over
+// a whole wave is the GPU matrix's to check.
+inline int pkv_emu_vote(bool pred, bool all) {
+    const unsigned lane = threadIdx.x % kEmuLanes;
+    pkv_emu_lane_value[lane] = pred;
+    pkv_emu_lanes.wait();
+    int r = all ? 1 : 0;
+    for (unsigned i = 0; i < kEmuLanes; ++i) r = all ? (r & static_cast<int>(pkv_emu_lane_value[i])) : (r | static_cast<int>(pkv_emu_lane_value[i]));
+    pkv_emu_lanes.wait();
+    return r;
+}
+#define pkv_shfl_xor(value, lane_mask, width) pkv_emu_shfl_xor((value), (lane_mask))
+#define pkv_wave_all(pred) pkv_emu_vote(static_cast<bool>(pred), true)
+#define pkv_wave_any(pred) pkv_emu_vote(static_cast<bool>(pred), false)
+#define pkv_wave_sync() pkv_emu_lanes.wait()
 
 struct uint2 {
     uint32_t x, y;
@@ -80,13 +147,23 @@ template <typename Kernel, typename Arg>
 void pkv_emu_launch(Kernel kernel, dim3 grid, unsigned threads, const Arg& arg) {
     gridDim = grid;
     blockDim = dim3(threads);
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                blockIdx = dim3(x, y, z);
-                for (unsigned t = 0; t < threads; ++t) {
-                    threadIdx = dim3(t);
-                    kernel(arg);
+    // Lanes 4i .. 4i + 3 run together, one per host thread, starting and ending each group at
+    // the barrier (a lane that leaves early still meets the others at the end).
+    auto lanes = [&](unsigned first) {
+        for (unsigned z = 0; z < grid.z; ++z)
+            for (unsigned y = 0; y < grid.y; ++y)
+                for (unsigned x = 0; x < grid.x; ++x) {
+                    blockIdx = dim3(x, y, z);
+                    for (unsigned t = first; t < threads; t += kEmuLanes) {
+                        threadIdx = dim3(t);
+                        pkv_emu_lanes.wait();
+                        kernel(arg);
+                        pkv_emu_lanes.wait();
+                    }
                 }
-            }
+    };
+    std::thread others[kEmuLanes - 1];
+    for (unsigned i = 1; i < kEmuLanes; ++i) others[i - 1] = std::thread(lanes, i);
+    lanes(0u);
+    for (auto& t : others) t.join();
 }

@@ -193,7 +193,7 @@ static void run_case(const Case& c, std::mt19937_64& rng, int index) {
     int64_t key_base = 0, value_base = 0, total = 0;
     if (c.layout == SPLIT_PACKED || c.layout == SPLIT_BLOCKS_FIRST) {
         const int64_t page = c.layout == SPLIT_PACKED ? hidden : 2 * hidden + c.pad;
-        key_base = 8;  // keep 16-byte alignment unless a case breaks it through `pad`
+        key_base = 16 / es;  // keep 16-byte alignment unless a case breaks it through `pad`
         value_base = c.layout == SPLIT_PACKED ? key_base + c.nb * hidden : key_base + hidden;
         total = c.layout == SPLIT_PACKED ? key_base + 2 * c.nb * hidden : key_base + c.nb * page;
         int xs = 0;
@@ -204,7 +204,7 @@ static void run_case(const Case& c, std::mt19937_64& rng, int index) {
         const int64_t tok = static_cast<int64_t>(c.h) * c.d + c.nhd_tok_pad;
         const int64_t blk = c.bs * tok;
         const int64_t page = 2 * blk + c.pad;
-        key_base = 8;
+        key_base = 16 / es;
         value_base = key_base + blk;
         total = key_base + c.nb * page;
         ka = {static_cast<int32_t>(page), c.d, 1, static_cast<int32_t>(tok), 0, 0};
