@@ -42,14 +42,18 @@ struct LaneBarrier {
     std::mutex m;
     std::condition_variable cv;
     unsigned arrived = 0;
+    unsigned active = kEmuLanes;  // lanes that have not left the kernel (GPU: exited lanes do not take part)
     long phase = 0;
+    void release() {
+        arrived = 0;
+        ++phase;
+        cv.notify_all();
+    }
     void wait() {
         std::unique_lock<std::mutex> lock(m);
         const long ph = phase;
-        if (++arrived == kEmuLanes) {
-            arrived = 0;
-            ++phase;
-            cv.notify_all();
+        if (++arrived == active) {
+            release();
             return;
         }
         // A lane whose group took another branch would wait for ever (on a GPU: undefined
@@ -59,8 +63,21 @@ struct LaneBarrier {
             abort();
         }
     }
+    // A lane leaves the kernel: the others no longer wait for it.
+    void leave() {
+        std::lock_guard<std::mutex> lock(m);
+        --active;
+        if (arrived > 0 && arrived == active) release();
+    }
+    void reset() {
+        std::lock_guard<std::mutex> lock(m);
+        arrived = 0;
+        active = kEmuLanes;
+    }
 };
-inline LaneBarrier pkv_emu_lanes;
+// pkv_emu_lanes: exchanges inside the kernel; pkv_emu_group: the start and end of each group
+// of lanes (all four host threads, every time).
+inline LaneBarrier pkv_emu_lanes, pkv_emu_group;
 inline uint64_t pkv_emu_lane_value[kEmuLanes];
 
 // Each lane posts its value, all meet, each reads lane ^ mask's, all meet again (so that the
@@ -156,9 +173,12 @@ void pkv_emu_launch(Kernel kernel, dim3 grid, unsigned threads, const Arg& arg) 
                     blockIdx = dim3(x, y, z);
                     for (unsigned t = first; t < threads; t += kEmuLanes) {
                         threadIdx = dim3(t);
-                        pkv_emu_lanes.wait();
+                        pkv_emu_group.wait();
                         kernel(arg);
-                        pkv_emu_lanes.wait();
+                        pkv_emu_lanes.leave();
+                        pkv_emu_group.wait();
+                        if (first == 0) pkv_emu_lanes.reset();  // every lane has left
+                        pkv_emu_group.wait();
                     }
                 }
     };
