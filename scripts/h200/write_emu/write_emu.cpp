@@ -1,12 +1,13 @@
-// Host test of kernels/write_kv.hip (see write_emu.sh): the kernel runs thread by thread on the
-// CPU and must leave every byte of the cache as a direct reference loop does (the semantics of
+// Host test of kernels/write_kv.hip (see run.sh): the kernel runs on the CPU, four lanes at a
+// time on four host threads that meet at every exchange and vote (pkv_compat.h beside this
+// file), and must leave every byte of the cache as a direct reference loop does (the semantics of
 // src/cpu/write.rs: skip negative and out-of-range slots, tokens = len(slot_mapping), fp8 =
 // pkv::fp8_encode(v / scale)). Also checks the fast fp8 quantiser against
 // pkv::fp8_encode(format, a / scale) exhaustively over bf16/f16 inputs for many scales, and
 // over every f32 input for a few.
 //
-// This is a logic test (decomposition, slot runs, vector paths, strides, quantiser); the GPU
-// proof against the CPU backend itself is scripts/h200/check.py.
+// This is a logic test (decomposition, slot runs, vector and lane-pair paths, strides,
+// quantiser); the GPU proof against the CPU backend itself is scripts/h200/check.py.
 
 #include <cstdio>
 #include <algorithm>
