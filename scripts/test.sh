@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier that needs no GPU: Rust (core, CPU backend, C-ABI contract, header),
-# C/C++ consumers through CTest against the installed package, and Python ctypes tests.
+# C/C++ consumers through CTest against the installed package, Python ctypes tests, and the
+# cache writer's kernel source run on the CPU.
 # The GPU tier runs on a machine with a GPU through scripts/h200/run.sh; here it is skipped
 # with its reason.
 set -euo pipefail
@@ -38,6 +39,14 @@ tests=$PWD/python/tests
     LD_LIBRARY_PATH="$root/stage/usr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     python3 -m pytest -q -rs -p no:cacheprovider "$tests")
 done_stage "python (installed)"
+
+stage "kernels on the CPU: the cache writer's source against a reference loop"
+# kernels/write_kv.hip compiled as plain C++ (lanes in groups of four on host threads, meeting
+# at every exchange and vote): the fp8 quantiser over every bf16/f16 input for many scales, and
+# 1000 random writes (layouts, block sizes, slot patterns, strides) byte for byte.
+bash scripts/h200/write_emu/run.sh --fp8
+bash scripts/h200/write_emu/run.sh --writer 1000
+done_stage "kernels on the CPU"
 
 stage "gpu"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
