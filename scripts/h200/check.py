@@ -246,22 +246,7 @@ def check_attention(c, rng):
     ks, vs = (c.get("k_scale", 0.05), c.get("v_scale", 0.02)) if fp8 else (None, None)
 
     # Block tables: distinct blocks (from the top of the pool when asked), garbage past the end.
-    if c.get("runs"):
-        # As an engine writes prefill chunks: runs of consecutive slots, each in a block of its
-        # own, starting at offset 0, 8 or anywhere (the writers' whole-vector, lane-pair and
-        # element paths), ending anywhere up to the block's end; and a NaN value, which sends
-        # fp8 writers through their exact redo.
-        perm, out = rng.permutation(nb), []
-        for b in perm:
-            if len(out) >= t:
-                break
-            start = int(rng.choice([0, 0, 8 % bs, int(rng.integers(0, bs))]))
-            n = int(rng.integers(1, bs - start + 1)) if rng.random() < 0.3 else bs - start
-            out.extend(range(int(b) * bs + start, int(b) * bs + start + n))
-        assert len(out) >= t, "runs need one block per run"
-        slots_all = torch.tensor(out[:t], dtype=torch.int64)
-        value[t // 2, 0, 5] = float("nan")
-    elif c.get("high_blocks"):
+    if c.get("high_blocks"):
         pool = rng.permutation(np.arange(nb - need - 64, nb))[:need]
         pool[0] = 3  # one low block too
     else:
