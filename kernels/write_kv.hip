@@ -744,6 +744,7 @@ PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& 
     // Lane pairs (1-byte caches, slots below 2^32): the first slot the pair would start at, or
     // kNoPair. Lane 1 stays inside lane 0's block (offset >= 8); the pair's rows must take
     // 16-byte stores.
+    const bool kPairs = sizeof(typename Convert<kSrc, kFp8, kFast>::DRaw) == 1;
     const uint32_t kNoPair = 0xffffffffu;
     uint32_t pair_first = kNoPair;
     if (vec) {
@@ -751,7 +752,7 @@ PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& 
         split_slot(slots[0], p.block_size, narrow, b0, o0);
         vec = (o0 & (GROUP - 1)) == 0 && o0 + GROUP <= p.block_size;
         base = b0 * job.addr.blk + w.h * job.addr.head + o0;  // slot stride 1
-        if (sizeof(typename Convert<kSrc, kFp8, kFast>::DRaw) == 1) {
+        if (kPairs) {
             const uintptr_t row0 = reinterpret_cast<uintptr_t>(static_cast<const uint8_t*>(job.cache) + base - lane * GROUP);
             const bool aligned = ((static_cast<uint32_t>(row0) | static_cast<uint32_t>(job.addr.dhi)) & 15u) == 0;
             if (vec && narrow && o0 >= lane * GROUP && aligned) pair_first = static_cast<uint32_t>(slots[0]) - lane * GROUP;
@@ -762,7 +763,7 @@ PKV_DEVICE void write_token_vectors(const pkv_write_params& p, const TensorJob& 
     // lanes of a pair alone need per-pair masks, which NVIDIA compiles to a match and a
     // divergence test per exchange.)
     bool pair = false;
-    if (sizeof(typename Convert<kSrc, kFp8, kFast>::DRaw) == 1) {
+    if (kPairs) {
         const uint32_t other = pkv_shfl_xor(pair_first, 1, PKV_WAVE_SIZE);
         pair = pkv_wave_all(pair_first != kNoPair && other == pair_first);
     }
