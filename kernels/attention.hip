@@ -188,8 +188,9 @@ struct LoadBatch {
     static const int value = sizeof(Raw) >= 4 ? 2 : 4;
 };
 
+// The kernel's work (paged_attention_kernel below); returns from any point.
 template <int kQuery, int kCache>
-__global__ void PKV_LAUNCH_BOUNDS(ATT_THREADS, ATT_MIN_BLOCKS) paged_attention_kernel(pkv_attention_params p_arg) {
+PKV_DEVICE void paged_attention_body(const pkv_attention_params& p_arg) {
     typedef typename Elem<kCache>::raw CRaw;
     const int LOAD_BATCH = LoadBatch<CRaw>::value;
     typedef typename Elem<kQuery>::raw QRaw;
@@ -626,6 +627,17 @@ __global__ void PKV_LAUNCH_BOUNDS(ATT_THREADS, ATT_MIN_BLOCKS) paged_attention_k
     }
 }
 
+// After the decode kernel on sm_90+, this kernel is launched as a programmatic dependent of
+// the decode kernel or of its split reduce (p.overlap_after_decode): it reads nothing they write
+// and writes nothing they read (other output rows, its own workspace region), so it runs
+// alongside their end; but a kernel later in the stream may start only when all of this call's
+// work is done, so every work-group waits for the earlier kernel before it exits.
+template <int kQuery, int kCache>
+__global__ void PKV_LAUNCH_BOUNDS(ATT_THREADS, ATT_MIN_BLOCKS) paged_attention_kernel(pkv_attention_params p) {
+    paged_attention_body<kQuery, kCache>(p);
+    pkv_wait_prior_grids();
+}
+
 // Merges the splits of one query row: out = sum_j w_j acc_j / sum_j w_j l_j, w_j = e^(m_j - M).
 template <int kOut>
 __global__ void __launch_bounds__(REDUCE_THREADS) split_reduce_kernel(pkv_attention_params p) {
@@ -697,8 +709,10 @@ pkv_error_t launch(const pkv_attention_params& p, pkv_stream_t stream) {
     }
     const dim3 grid(static_cast<unsigned>(p.num_q_blocks), static_cast<unsigned>(p.num_kv_heads * p.head_groups),
                     static_cast<unsigned>(p.num_splits));
-    paged_attention_kernel<kQuery, kCache><<<grid, ATT_THREADS, p.shared_mem_bytes, stream>>>(p);
-    pkv_error_t e = pkv_get_last_error();
+    // (The decode kernel, when the plan has one, was launched just before: pkv_kernel_paged_decode
+    // launches whenever decode_kernel is set and the batch is not empty, as here.)
+    const bool overlap = p.overlap_after_decode != 0 && p.decode_kernel != 0;
+    pkv_error_t e = pkv_launch(kernel, grid, dim3(ATT_THREADS), p.shared_mem_bytes, stream, overlap, p);
     if (e != pkv_success || p.num_splits == 1) return e;
     split_reduce_kernel<kQuery><<<static_cast<unsigned>(p.num_tokens), REDUCE_THREADS, 0, stream>>>(p);
     return pkv_get_last_error();

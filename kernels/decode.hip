@@ -259,6 +259,9 @@ template <int kQuery, int kWaves, int kHeads, int kMaxD>
 PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[kHeads][kMaxD],
                             const float (*s_ml)[kHeads][2], int hpc, int seq, int split, int q_begin, int qh0,
                             float vmul) {
+    // This work-group's keys are done: the split reduce (a programmatic dependent launch) may
+    // be scheduled once every work-group is here or gone; it waits for the partials itself.
+    pkv_allow_next_grid();
     const int D = p.head_size;
     const int nch = D / CHUNK;
     const int S = p.decode_splits;
@@ -1329,30 +1332,67 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 
 // Merges the decode splits of one (sequence, query head): out = sum_j w_j acc_j / sum_j w_j l_j,
 // w_j = e^(m_j - M). One work-group per (sequence, head): the partials of a long single
-// sequence spread over the whole GPU instead of one work-group. Every step spreads the splits
-// over the threads (a thread walking all 64 splits of B1 L32k one dependent load after another
-// took 34 us; docs/performance.md): the maximum and the weights first, then groups of threads
-// take every groups-th split of each 8-dim chunk, summed through shared memory.
-constexpr int REDUCE_STAGED_SPLITS = 256;  // weights kept in shared memory (the planner caps splits at 64)
+// sequence spread over the whole GPU instead of one work-group. Thread (group, chunk c) takes
+// splits group, group + groups, ... of chunk c and loads all of them, maxima and partials
+// together, in one memory round trip (the planner's at most 64 splits are at most
+// REDUCE_SPLITS_PER_LOAD per thread); it merges them against its own maximum, and the groups
+// are merged once more through shared memory. (Maxima first, then weights, then partials took
+// three round trips: ~5 us of B1 L32k's 52, timed by globaltimer marks; docs/performance.md.)
+constexpr int REDUCE_SPLITS_PER_LOAD = 8;
 
-// The maximum or the sum of every thread's `v`: within each wave by shuffles, then over the
-// waves' results in `s_red` (one per wave), the same order in every thread.
-template <int kThreads>
-PKV_DEVICE float block_reduce(float v, float* s_red, bool take_max) {
-    v = take_max ? wave_max(v) : wave_sum(v);
-    if (threadIdx.x % PKV_WAVE_SIZE == 0) s_red[threadIdx.x / PKV_WAVE_SIZE] = v;
-    __syncthreads();
-    float r = s_red[0];
-    for (int i = 1; i < kThreads / PKV_WAVE_SIZE; ++i) r = take_max ? fmaxf(r, s_red[i]) : r + s_red[i];
-    __syncthreads();  // s_red free again
-    return r;
+// Adds the partials of up to REDUCE_SPLITS_PER_LOAD splits j0, j0 + step, .. (< S) of chunk
+// `c` to a running merge (m, den, num) relative to its maximum m. An empty split (m_j = -inf:
+// it saw no key; its partial was never written) adds nothing.
+PKV_DEVICE void reduce_add_splits(const float* ws_acc, const float* ws_ml, int64_t slot0, int j0, int step, int S,
+                                  int D, int c, float& m, float& den, float (&num)[CHUNK]) {
+    float2 ml[REDUCE_SPLITS_PER_LOAD];
+    float4 a[REDUCE_SPLITS_PER_LOAD][2];
+    // Every load first (independent, in flight together), then the arithmetic.
+#pragma unroll
+    for (int b = 0; b < REDUCE_SPLITS_PER_LOAD; ++b) {
+        const int j = j0 + b * step;
+        ml[b] = make_float2(NEG_INF, 0.0f);
+        if (j < S) {
+            ml[b] = *reinterpret_cast<const float2*>(ws_ml + (slot0 + j) * 2);
+            const float4* src = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
+            a[b][0] = src[0];
+            a[b][1] = src[1];
+        }
+    }
+    float mx = m;
+#pragma unroll
+    for (int b = 0; b < REDUCE_SPLITS_PER_LOAD; ++b) mx = fmaxf(mx, ml[b].x);
+    if (mx == NEG_INF) return;  // nothing seen yet
+    const float r = expf(m - mx);  // 0 while the merge is still empty
+    den *= r;
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) num[i] *= r;
+#pragma unroll
+    for (int b = 0; b < REDUCE_SPLITS_PER_LOAD; ++b) {
+        if (ml[b].x == NEG_INF) continue;
+        const float w = expf(ml[b].x - mx);
+        den += w * ml[b].y;
+        num[0] += w * a[b][0].x;
+        num[1] += w * a[b][0].y;
+        num[2] += w * a[b][0].z;
+        num[3] += w * a[b][0].w;
+        num[4] += w * a[b][1].x;
+        num[5] += w * a[b][1].y;
+        num[6] += w * a[b][1].z;
+        num[7] += w * a[b][1].w;
+    }
+    m = mx;
 }
 
 template <int kOut, int kThreads>
 __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_params p) {
-    __shared__ float s_red[kThreads / PKV_WAVE_SIZE];
-    __shared__ float s_w[REDUCE_STAGED_SPLITS];  // weight of split j; -1: an empty split
+    __shared__ float s_m[kThreads];    // each thread's running maximum
+    __shared__ float s_den[kThreads];  // .. and its sum of weights x l, relative to it
     __shared__ __attribute__((aligned(16))) float s_num[kThreads][CHUNK];
+    // Launched as a programmatic dependent of the decode kernel where the device allows: the
+    // general kernel after it may be scheduled now; wait for the partials before reading them.
+    pkv_allow_next_grid();
+    pkv_wait_prior_grids();
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
     const int tid = threadIdx.x;
@@ -1364,60 +1404,38 @@ __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_p
     const float* ws_acc = p.decode_workspace;
     const float* ws_ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D;
     const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_q_heads + h) * S;
-    // Weight of split j (-1: empty, it saw no key).
-    auto weight = [&](int j, float M) -> float {
-        const float m = ws_ml[(slot0 + j) * 2];
-        return m == NEG_INF ? -1.0f : expf(m - M);
-    };
 
-    float mx = NEG_INF;
-    for (int j = tid; j < S; j += kThreads) mx = fmaxf(mx, ws_ml[(slot0 + j) * 2]);
-    const float M = block_reduce<kThreads>(mx, s_red, true);
-    float den = 0.0f;
-    for (int j = tid; j < S; j += kThreads) {
-        const float w = weight(j, M);
-        if (w >= 0.0f) den += w * ws_ml[(slot0 + j) * 2 + 1];
-        if (j < REDUCE_STAGED_SPLITS) s_w[j] = w;
-    }
-    den = block_reduce<kThreads>(den, s_red, false);  // (its barrier also publishes s_w)
-
-    // Thread (group, chunk c): splits group, group + groups, ... of chunk c.
     const int groups = kThreads / nch;  // head_size <= 256: nch <= 32, at least 2 groups
     const int c = tid % nch, group = tid / nch;
-    float num[CHUNK];
+    float m = NEG_INF, den = 0.0f, num[CHUNK];
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
     if (group < groups) {
-        // (The partial is read whatever the weight, so that the loads of unrolled iterations
-        // are independent and in flight together; an empty split's, never written, is not used.)
-#pragma unroll 4
-        for (int j = group; j < S; j += groups) {
-            const float w = j < REDUCE_STAGED_SPLITS ? s_w[j] : weight(j, M);
-            const float4* a = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
-            const float4 a0 = a[0], a1 = a[1];
-            if (w < 0.0f) continue;  // an empty split
-            num[0] += w * a0.x;
-            num[1] += w * a0.y;
-            num[2] += w * a0.z;
-            num[3] += w * a0.w;
-            num[4] += w * a1.x;
-            num[5] += w * a1.y;
-            num[6] += w * a1.z;
-            num[7] += w * a1.w;
-        }
+        for (int j0 = group; j0 < S; j0 += REDUCE_SPLITS_PER_LOAD * groups)
+            reduce_add_splits(ws_acc, ws_ml, slot0, j0, groups, S, D, c, m, den, num);
     }
+    s_m[tid] = m;
+    s_den[tid] = den;
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) s_num[tid][i] = num[i];
     __syncthreads();
     if (tid < nch) {
-        const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
-        float v[CHUNK];
+        float M = NEG_INF;
+        for (int gi = 0; gi < groups; ++gi) M = fmaxf(M, s_m[gi * nch + tid]);
+        float total = 0.0f, v[CHUNK];
 #pragma unroll
-        for (int i = 0; i < CHUNK; ++i) {
-            float s = 0.0f;
-            for (int gi = 0; gi < groups; ++gi) s += s_num[gi * nch + tid][i];
-            v[i] = den > 0.0f ? s / den : 0.0f;
+        for (int i = 0; i < CHUNK; ++i) v[i] = 0.0f;
+        for (int gi = 0; gi < groups; ++gi) {
+            const int u = gi * nch + tid;
+            if (s_m[u] == NEG_INF) continue;  // a group that saw only empty splits
+            const float w = expf(s_m[u] - M);
+            total += w * s_den[u];
+#pragma unroll
+            for (int i = 0; i < CHUNK; ++i) v[i] += w * s_num[u][i];
         }
+        const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) v[i] = total > 0.0f ? v[i] / total : 0.0f;
         const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] +
                             static_cast<int64_t>(h) * p.output_strides[1] +
                             static_cast<int64_t>(tid) * CHUNK * p.output_strides[2];
@@ -1431,12 +1449,13 @@ pkv_error_t launch_reduce(const pkv_attention_params& p, pkv_stream_t stream) {
     pkv_error_t e = pkv_get_last_error();
     if (e != pkv_success || p.decode_splits == 1) return e;
     const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads));
+    const bool overlap = p.overlap_after_decode != 0;
     if (p.decode_splits > REDUCE_MANY_SPLITS) {
-        decode_reduce_kernel<kOut, REDUCE_THREADS_MANY><<<grid, REDUCE_THREADS_MANY, 0, stream>>>(p);
-    } else {
-        decode_reduce_kernel<kOut, REDUCE_THREADS_FEW><<<grid, REDUCE_THREADS_FEW, 0, stream>>>(p);
+        return pkv_launch(decode_reduce_kernel<kOut, REDUCE_THREADS_MANY>, grid, dim3(REDUCE_THREADS_MANY), 0, stream,
+                          overlap, p);
     }
-    return pkv_get_last_error();
+    return pkv_launch(decode_reduce_kernel<kOut, REDUCE_THREADS_FEW>, grid, dim3(REDUCE_THREADS_FEW), 0, stream, overlap,
+                      p);
 }
 
 template <int kQuery, int kCache, int kMaxD>

@@ -69,6 +69,48 @@ static inline pkv_error_t pkv_allow_dynamic_smem(const void* kernel, int bytes) 
 
 #define PKV_DEVICE __device__ __forceinline__
 
+// Programmatic dependent launch (NVIDIA sm_90 and later): a kernel launched with `overlap`
+// may be scheduled while the kernel before it in the stream still runs, as soon as every
+// work-group of that kernel has called pkv_allow_next_grid() or exited; it must call
+// pkv_wait_prior_grids() before it reads anything the earlier kernel writes (the wait returns
+// once that kernel has completed and its memory is visible). Without `overlap`, on earlier
+// GPUs and on AMD the launch is an ordinary stream-ordered one and both calls do nothing.
+PKV_DEVICE void pkv_wait_prior_grids() {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+PKV_DEVICE void pkv_allow_next_grid() {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches `kernel` on `stream`; `overlap` asks for a programmatic dependent launch (above;
+// the host only asks on sm_90 and later). Returns the launch's error.
+template <typename... Args>
+static inline pkv_error_t pkv_launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t shared_bytes,
+                                     pkv_stream_t stream, bool overlap, Args... args) {
+#if defined(PKV_CUDA)
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = overlap ? 1 : 0;
+    return cudaLaunchKernelEx(&config, kernel, args...);
+#else
+    (void)overlap;
+    kernel<<<grid, block, shared_bytes, stream>>>(args...);
+    return hipGetLastError();
+#endif
+}
+
 // __launch_bounds__ with a register budget: on NVIDIA the second argument asks for
 // `min_blocks` resident work-groups per SM (it caps registers per thread); HIP reads a second
 // argument differently (waves per execution unit), so AMD gets the thread bound only.

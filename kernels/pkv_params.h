@@ -130,10 +130,11 @@ typedef struct {
     int32_t key_wide;         // 1: 16 bytes of a key along head_size (16 fp8 codes) are one aligned access
     int32_t decode_order;     // 1: decode work-groups serve sequences longest first (decode.hip decode_item)
     int32_t key_fast;         // 1: the decode tensor-core kernel's run-folded twin serves these keys (decode.hip kFast)
+    int32_t overlap_after_decode;  // 1: the decode reduce and the general kernel are programmatic dependents (sm_90+)
 } pkv_attention_params;
 
 #ifdef __cplusplus
 static_assert(sizeof(pkv_cache_addr) == 24, "mirror of src/gpu/params.rs");
 static_assert(sizeof(pkv_write_params) == 56 + 56 + 48 + 16 + 48, "mirror of src/gpu/params.rs");
-static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 40, "mirror of src/gpu/params.rs");
+static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 48, "mirror of src/gpu/params.rs");
 #endif

@@ -281,6 +281,22 @@ fn decode_order_is_longest_first_beyond_one_wave() {
     assert!(!order(512, 32768).1);
 }
 
+/// The kernels after the decode kernel overlap its end (programmatic dependent launch) only on
+/// devices that have the mechanism (NVIDIA sm_90 and later).
+#[test]
+fn kernels_after_decode_overlap_on_sm90_only() {
+    let overlap = |arch: &str| {
+        let d = plan_attention(&problem(&decode_dims(1, 128, 32768)), &gpu(arch, 32, 49152, 232448, 132))
+            .unwrap()
+            .decode
+            .unwrap();
+        assert!(d.num_splits > 1);
+        d.overlap_next
+    };
+    assert!(overlap("sm_90") && overlap("sm_90a") && overlap("sm_100"));
+    assert!(!overlap("sm_89") && !overlap("sm_80"));
+}
+
 #[test]
 fn cpu_plan() {
     let m = Dims { qdt: DType::F16, num_tokens: 3, num_seqs: 2, hq: 4, hkv: 2, d: 64, bs: 544, nb: 2, cols: 3 };

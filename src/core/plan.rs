@@ -134,6 +134,11 @@ pub struct DecodePlan {
     /// the grid is more than one wave of resident work-groups, so the order they start in
     /// decides whether a long sequence's work-groups run last.
     pub longest_first: bool,
+    /// The kernels launched after the decode kernel in the same call (its split reduce, then
+    /// the general kernel) are programmatic dependents of the one before them (NVIDIA sm_90
+    /// and later): each is scheduled while the previous one finishes, instead of after it,
+    /// and waits on the device where it must (kernels/pkv_compat.h, `pkv_launch`).
+    pub overlap_next: bool,
 }
 
 /// Why a plan is what it is.
@@ -538,6 +543,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             workspace_bytes,
             kernel,
             longest_first,
+            overlap_next: cuda_sm(&limits.arch).is_some_and(|v| v >= 90),
         }
     });
     let workspace_bytes = match decode {
@@ -600,6 +606,12 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     })
 }
 
+/// The compute capability of an NVIDIA architecture name as one number ("sm_90a" -> 90); None
+/// for other vendors' names.
+fn cuda_sm(arch: &str) -> Option<u32> {
+    arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok())
+}
+
 /// Byte alignment of the decode kernel's partials inside the workspace (16-byte vector stores).
 const DECODE_WORKSPACE_ALIGN: u64 = 256;
 
@@ -620,10 +632,7 @@ fn decode_kernel_shape(p: &AttentionProblem, limits: &DeviceLimits) -> Option<(u
     // queries, slots adjacent in the value layout (8 slots of one dim are one operand row
     // segment), and a cache of the query's dtype or (sm_89 and later, whose hardware converts
     // OCP fp8 pairs to f16 exactly) e4m3fn codes.
-    let sm = limits
-        .arch
-        .strip_prefix("sm_")
-        .and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok());
+    let sm = cuda_sm(&limits.arch);
     let cache_ok = match p.kv_quant {
         None => true,
         // One fp8 format per kernel instance (a run-time format would convert both ways);

@@ -155,7 +155,9 @@ pub fn paged_attention(
     // validated extents, and uses the caller's workspace of `workspace_bytes` >= the plan's.
     // The decode kernel first: it carries decode-shaped batches; the general kernel then only
     // serves (and otherwise quickly skips) the sequences with other query lengths. Both write
-    // disjoint output rows.
+    // disjoint output rows. On sm_90+ the decode kernel's split reduce and the general kernel
+    // are programmatic dependents that overlap the end of the kernel before them (the plan's
+    // `overlap_next`; kernels/attention.hip says how stream order is kept).
     let code = unsafe { pkv_kernel_paged_decode(&params, stream as *mut c_void) };
     if code != 0 {
         return Err(launch_error(code, "launching paged attention (decode kernel)"));

@@ -137,12 +137,14 @@ pub(crate) struct AttentionParams {
     pub(crate) key_wide: i32,
     pub(crate) decode_order: i32,
     pub(crate) key_fast: i32,
+    pub(crate) overlap_after_decode: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
 const _: () = assert!(size_of::<CacheAddr>() == 24);
 const _: () = assert!(size_of::<WriteParams>() == 56 + 56 + 48 + 16 + 48);
-const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 40);
+// (The last row: decode_workspace and nine 32-bit fields, padded to the pointer alignment.)
+const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 48);
 
 fn unsupported(msg: String) -> Error {
     Error::new(Status::UnsupportedConfiguration, msg)
@@ -413,6 +415,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         key_wide: key_wide as i32,
         decode_order: decode.is_some_and(|d| d.longest_first) as i32,
         key_fast: fast_key_chunks(&ka, g.head_size, es, key_run, key_wide) as i32,
+        overlap_after_decode: decode.is_some_and(|d| d.overlap_next) as i32,
     })
 }
 
