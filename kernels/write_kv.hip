@@ -16,10 +16,13 @@
 //
 // Stores, by the destination's shape (the host proves which applies):
 // - per token (keys of every layout; NHD and other values): the 8 elements of one token are one
-//   16-byte store (x-split keys, NHD) or element stores. The lane pair takes tokens
-//   interleaved (lane 0: tokens 0, 2, .., 14; lane 1: 1, 3, .., 15), so when slots are
+//   store (16 bytes for 2-byte caches: x-split keys, NHD) or element stores. The lane pair takes
+//   tokens interleaved (lane 0: tokens 0, 2, .., 14; lane 1: 1, 3, .., 15), so when slots are
 //   consecutive one store instruction fills whole 32-byte sectors (x-split keys: adjacent
-//   slots are adjacent 16-byte x-groups).
+//   slots are adjacent 16-byte x-groups). For 1-byte (fp8) caches a token's 8 codes are half a
+//   16-byte row (x-split keys, x = 16; NHD): where every row is 16-byte aligned (uniform over
+//   the launch), the two lanes holding a row's halves trade them with shuffles and each stores
+//   whole rows, one 16-byte store per token for any slot pattern (store_token_rows; NVIDIA).
 // - token vectors (split values [.., head_size, block_size], slot stride 1): a thread holds 8
 //   consecutive tokens and transposes them in registers; when their slots are 8 consecutive,
 //   8-aligned slots of one block, each dim is one 8-element store (16 bytes for 2-byte caches),
@@ -606,6 +609,97 @@ PKV_DEVICE void store_per_token(const pkv_write_params& p, const TensorJob& job,
     }
 }
 
+// One 16-byte store of four words (p 16-byte aligned, global memory). Spelled out on NVIDIA:
+// for the traded rows below (words picked per lane) nvcc emitted an 8-byte and two 4-byte
+// stores for a plain uint4 store, which measured 79 -> 61% of copy for the fp8 write.
+PKV_DEVICE void store_words16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+#if defined(PKV_CUDA) && defined(__CUDA_ARCH__)
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(a), "r"(b),
+                 "r"(c), "r"(d)
+                 : "memory");
+#else
+    *static_cast<uint4*>(p) = make_uint4(a, b, c, d);
+#endif
+}
+
+// Lanes trade halves of 16-byte rows (store_token_rows) on NVIDIA only, where it was measured
+// (fp8 write, 65536 tokens, block 16); AMD keeps the 8-byte stores.
+#if defined(PKV_CUDA)
+const bool kTradeRows = true;
+#else
+const bool kTradeRows = false;
+#endif
+
+// Per-token destinations (1-byte caches) whose 16 dims 16m .. 16m + 15 of a token are one row
+// (x-split with x >= 16, or dims contiguous), every row 16-byte aligned (as the host's
+// wide_key_access), with an even number of chunks per head: lanes l and l ^ 2 then hold the
+// two 8-byte halves of the same rows (item = ((tile * heads + h) * chunks + c) * PAIR + lane:
+// same tokens, chunks 2m and 2m + 1), and threads past the work end leave in whole groups of
+// 4 lanes. Uniform over the launch: no vote needed.
+PKV_DEVICE bool token_rows16(const pkv_write_params& p, const TensorJob& job) {
+    const pkv_cache_addr& a = job.addr;
+    const bool contiguous = a.x_shift == 0 ? a.dhi == 1 : (a.x_shift >= 4 && a.dlo == 1);
+    const uint32_t starts = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(job.cache)) |
+                            static_cast<uint32_t>(a.blk | a.head | a.tok | (a.x_shift > 0 ? a.dhi : 0));
+    return contiguous && (starts & 15u) == 0 && ((p.head_size / CHUNK) & 1) == 0;
+}
+
+// The row of token k + odd (odd: this lane's chunk parity) from this lane's chunks of tokens k
+// and k + 1 (c0, c1) and its partner's (lane ^ 2: the other chunk of the same tokens), which
+// trades the opposite token: 16 codes, dims 16m .. 16m + 15, as four words. Words are picked by
+// value: a reference chosen at run time would put c0 and c1 in local memory.
+template <typename DRaw>
+PKV_DEVICE void trade_halves(const Raw8<DRaw>& c0, const Raw8<DRaw>& c1, int odd, uint32_t (&row)[4]) {
+    const uint32_t got0 = pkv_shfl_xor(odd ? c0.w[0] : c1.w[0], 2, PKV_WAVE_SIZE);
+    const uint32_t got1 = pkv_shfl_xor(odd ? c0.w[1] : c1.w[1], 2, PKV_WAVE_SIZE);
+    row[0] = odd ? got0 : c0.w[0];
+    row[1] = odd ? got1 : c0.w[1];
+    row[2] = odd ? c1.w[0] : got0;
+    row[3] = odd ? c1.w[1] : got1;
+}
+
+// Per-token stores of whole 16-byte rows (token_rows16; fp8, fast quantiser mode). A thread's
+// chunk of a token is only half a row, so the lanes holding a row's two halves (l, l ^ 2) trade
+// them: of each two tokens k, k + 1, the even-chunk lane stores token k's row and the odd-chunk
+// lane token k + 1's. Every token's row is one 16-byte store instead of two 8-byte ones (and
+// one slot division instead of two), and with consecutive slots a group of 4 lanes fills 64
+// consecutive bytes per instruction. No slot pattern is needed (both lanes have the same
+// tokens and slots): skipped tokens are converted and traded too, and only their stores are
+// left out, so that every lane takes part in every exchange. As in store_per_token, a run of
+// consecutive slots in one block has its own loop (the slots are dead there).
+template <int kSrc, int kFp8>
+PKV_DEVICE void store_token_rows(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w,
+                                 const int64_t (&slots)[GROUP], const Raw8<typename Elem<kSrc>::raw> (&in)[GROUP],
+                                 bool run, int64_t b0, int64_t o0, const Quotient& s, uint32_t& redo) {
+    typedef Convert<kSrc, kFp8, kFast> Conv;
+    typedef typename Conv::DRaw DRaw;
+    DRaw* cache = static_cast<DRaw*>(job.cache);
+    // Which half of its rows this lane converts (chunk parity) is which token of two it stores.
+    const int odd = (w.d0 / CHUNK) & 1;
+    const int64_t row_offset = w.h * job.addr.head + dim_offset(job.addr, w.d0 - odd * CHUNK);
+    uint32_t row[4];
+    if (run) {
+        const int64_t base = b0 * job.addr.blk + (o0 + odd * w.step) * job.addr.tok + row_offset;
+        const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
+#pragma unroll
+        for (int k = 0; k < GROUP; k += 2) {
+            trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd, row);
+            store_words16(cache + base + k * step, row[0], row[1], row[2], row[3]);
+        }
+        return;
+    }
+    const bool narrow = p.num_slots <= 0xffffffffll;
+#pragma unroll
+    for (int k = 0; k < GROUP; k += 2) {
+        trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd, row);
+        const int64_t slot = odd ? slots[k + 1] : slots[k];
+        if (slot < 0) continue;
+        int64_t b, o;
+        split_slot(slot, p.block_size, narrow, b, o);
+        store_words16(cache + b * job.addr.blk + o * job.addr.tok + row_offset, row[0], row[1], row[2], row[3]);
+    }
+}
+
 // Per-token stores: 8 tokens interleaved with the neighbouring lane's.
 template <int kSrc, int kFp8>
 PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job, const ThreadWork& w) {
@@ -627,24 +721,21 @@ PKV_DEVICE void write_per_token(const pkv_write_params& p, const TensorJob& job,
     const Quotient s = make_quotient(scale);
     uint32_t redo = 0;
     if (kFp8 == PKV_FP8_NONE || s.mode == kFast) {
-        store_per_token<kSrc, kFp8, kFast>(p, job, w, slots, in, run, b0, o0, s, redo);
+        if (kTradeRows && kFp8 != PKV_FP8_NONE && token_rows16(p, job)) {
+            store_token_rows<kSrc, kFp8>(p, job, w, slots, in, run, b0, o0, s, redo);
+            // Lanes stored codes of their partners' chunks: when any lane has a redo, every lane
+            // of the wave redoes its own chunk, after all stores.
+            redo = pkv_wave_any((redo & kRedoBits) != 0) ? kRedoBits : 0u;
+            if (redo != 0) pkv_wave_sync();
+        } else {
+            store_per_token<kSrc, kFp8, kFast>(p, job, w, slots, in, run, b0, o0, s, redo);
+        }
+        // One copy of the rare redo for both store paths: a second inlined copy spilled the fp8
+        // writers from 2-byte sources at their 96-register cap.
         if ((redo & kRedoBits) != 0) write_exact<kSrc, kFp8, kFast>(p, job, w, s);
     } else {
         store_per_token<kSrc, kFp8, kDivide>(p, job, w, slots, in, run, b0, o0, s, redo);
     }
-}
-
-// One 16-byte store of four words (p 16-byte aligned, global memory). Spelled out on NVIDIA:
-// for the lane-pair rows below (words picked per lane) nvcc emitted an 8-byte and two 4-byte
-// stores for a plain uint4 store, which measured 79 -> 61% of copy for the fp8 write.
-PKV_DEVICE void store_words16(void* p, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
-#if defined(PKV_CUDA) && defined(__CUDA_ARCH__)
-    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)), "r"(a), "r"(b),
-                 "r"(c), "r"(d)
-                 : "memory");
-#else
-    *static_cast<uint4*>(p) = make_uint4(a, b, c, d);
-#endif
 }
 
 // Token-vector stores of 8 consecutive tokens at cache offset `base` (dim 0): transposed in

@@ -111,10 +111,12 @@ inline int pkv_emu_vote(bool pred, bool all) {
 #define pkv_wave_any(pred) pkv_emu_vote(static_cast<bool>(pred), false)
 #define pkv_wave_sync() pkv_emu_lanes.wait()
 
-struct uint2 {
+// Aligned as CUDA's: run.sh builds with -fsanitize=alignment, so a vector access that the GPU
+// would fault on (an 8- or 16-byte access at an address its size does not divide) fails here.
+struct alignas(8) uint2 {
     uint32_t x, y;
 };
-struct uint4 {
+struct alignas(16) uint4 {
     uint32_t x, y, z, w;
 };
 inline uint2 make_uint2(uint32_t x, uint32_t y) { return uint2{x, y}; }

@@ -15,5 +15,6 @@ cp "$root/kernels/pkv_common.h" "$root/kernels/pkv_params.h" "$here/pkv_compat.h
 sed -E 's/([A-Za-z_][A-Za-z0-9_]*<[^;]*>)<<<([^,]*), *([^,]*), *[^,]*, *[^>]*>>>\(([^)]*)\)/pkv_emu_launch(\1, \2, \3, \4)/' \
     "$root/kernels/write_kv.hip" > "$work/write_kv.hip"
 grep -q pkv_emu_launch "$work/write_kv.hip" || { echo "launch rewrite failed"; exit 1; }
-g++ -std=c++17 -O2 -march=native -ffp-contract=off -fno-fast-math -I"$work" -o "$work/write_emu" "$here/write_emu.cpp"
+g++ -std=c++17 -O2 -march=native -ffp-contract=off -fno-fast-math -fsanitize=alignment -fno-sanitize-recover=alignment \
+    -I"$work" -o "$work/write_emu" "$here/write_emu.cpp"
 "$work/write_emu" "$@"

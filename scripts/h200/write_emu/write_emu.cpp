@@ -145,6 +145,7 @@ struct Case {
     int64_t tokens, rows, nb;
     int pad;          // page padding (elements) for blocks-first / NHD
     int nhd_tok_pad;  // NHD token-stride padding
+    int nhd_head_pad; // NHD head-stride padding (heads of an odd number of 8-dim chunks on 16-byte rows)
     int src_mode;     // 0 contiguous, 1 padded rows/heads, 2 strided last dim
     int slot_mode;    // 0 engine runs from block start, 1 unaligned runs, 2 random, 3 mixed with holes
     int slot_stride;
@@ -202,13 +203,14 @@ static void run_case(const Case& c, std::mt19937_64& rng, int index) {
         ka = {static_cast<int32_t>(page), static_cast<int32_t>(c.d * c.bs), c.bs * x, x, 1, xs};
         va = {static_cast<int32_t>(page), static_cast<int32_t>(c.d * c.bs), c.bs, 1, 0, 0};
     } else {
-        const int64_t tok = static_cast<int64_t>(c.h) * c.d + c.nhd_tok_pad;
+        const int64_t head = c.d + c.nhd_head_pad;
+        const int64_t tok = static_cast<int64_t>(c.h) * head + c.nhd_tok_pad;
         const int64_t blk = c.bs * tok;
         const int64_t page = 2 * blk + c.pad;
         key_base = 16 / es;
         value_base = key_base + blk;
         total = key_base + c.nb * page;
-        ka = {static_cast<int32_t>(page), c.d, 1, static_cast<int32_t>(tok), 0, 0};
+        ka = {static_cast<int32_t>(page), static_cast<int32_t>(head), 1, static_cast<int32_t>(tok), 0, 0};
         va = ka;
     }
     const int64_t num_slots = c.nb * c.bs;
@@ -371,7 +373,7 @@ static void run_case(const Case& c, std::mt19937_64& rng, int index) {
 static void writer_tests(int count) {
     std::mt19937_64 rng(20250101);
     const int bss[] = {1, 2, 4, 8, 12, 16, 20, 32, 48, 64, 544};
-    const int ds[] = {8, 16, 20, 64, 80, 128};
+    const int ds[] = {8, 16, 20, 24, 64, 80, 128};
     const int dts[] = {PKV_DT_F16, PKV_DT_BF16, PKV_DT_F32};
     const float scales[] = {1.0f, 0.5f, 0.05f, -0.37f, 0.0f, INFINITY, NAN, 1e-30f, 3e20f, 1.9f};
     int run = 0;
@@ -380,7 +382,7 @@ static void writer_tests(int count) {
         c.layout = static_cast<Layout>(rng() % 3);
         c.bs = bss[rng() % 11];
         c.h = 1 + static_cast<int>(rng() % 4);
-        c.d = ds[rng() % 6];
+        c.d = ds[rng() % 7];
         c.src_dt = dts[rng() % 3];
         c.fp8 = (rng() % 2) ? 0 : 1 + static_cast<int>(rng() % 3);
         const int es = c.fp8 ? 1 : itemsize(c.src_dt);
@@ -394,6 +396,7 @@ static void writer_tests(int count) {
         const uint64_t pr = rng() % 4;
         c.pad = pr == 0 ? 0 : (pr == 1 ? 16 : (pr == 2 ? 40 : 3));
         c.nhd_tok_pad = (rng() % 3 == 0) ? 8 : 0;
+        c.nhd_head_pad = (rng() % 3 == 0) ? (-c.d & 15) : 0;  // head stride a multiple of 16
         c.src_mode = static_cast<int>(rng() % 3);
         c.slot_mode = static_cast<int>(rng() % 4);
         c.slot_stride = (rng() % 4 == 0) ? 2 : 1;
