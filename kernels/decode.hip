@@ -923,6 +923,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     static_assert(sizeof(s_acc) >= (DECODE_ORDER_MAX_SEQS + 1) * sizeof(int), "the order's scratch fits");
     const DecodeItem item = decode_item(p, reinterpret_cast<int*>(&s_acc[0][0][0]));
     const int seq = item.seq;
+    // The sequence's length is loaded with its query offsets (not after the test), so that the
+    // work-group's dependent loads before its first keys are one round trip fewer.
+    const int32_t seq_len_raw = p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride];
     const int q_begin = qsl_at(p, seq);
     if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
 
@@ -937,10 +940,31 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
     const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
     const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-    const int seq_len = clamp_int(p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride], 0, max_len);
+    const int seq_len = clamp_int(seq_len_raw, 0, max_len);
     const int pos = seq_len - 1;
     const int lo = p.sliding_window > 0 ? max(0, pos - p.sliding_window + 1) : 0;
     const int hi = seq_len - 1;
+
+    int t_begin = 0, t_end = 0;
+    if (hi >= lo) {
+        const int tb = lo / MMA_TILE, te = hi / MMA_TILE + 1;
+        const int per = (te - tb + S - 1) / S;
+        t_begin = min(te, tb + split * per);
+        t_end = min(te, t_begin + per);
+    }
+
+    const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
+    const int64_t bt_col = p.block_table_strides[1];
+    const int bs = p.block_size;
+    const FastDiv bs_div = fast_div(bs);
+    // Block-table entry of this lane's key in a wave tile (0 when not visible), loaded one tile
+    // ahead so that its latency overlaps the previous tile's work.
+    auto block_entry = [&](int tile) -> int32_t {
+        const int j = tile * MMA_TILE + lane;
+        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(divide(j, bs_div)) * bt_col] : 0;
+    };
+    // The first tile's entry is loaded now, beside the queries (one round trip, not two).
+    int32_t next_entry = block_entry(t_begin + wave);
 
     // ---- Queries -> shared in the operand dtype (rows padded by 16 bytes against bank
     // conflicts), a head per warp, lane <-> 8-element chunk (head_size <= 256: at most 32);
@@ -980,14 +1004,6 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     }
     __syncthreads();
 
-    int t_begin = 0, t_end = 0;
-    if (hi >= lo) {
-        const int tb = lo / MMA_TILE, te = hi / MMA_TILE + 1;
-        const int per = (te - tb + S - 1) / S;
-        t_begin = min(te, tb + split * per);
-        t_end = min(te, t_begin + per);
-    }
-
     // Softmax state of this lane's heads 2t and 2t+1 (replicated over g).
     const float kscale = kFp8 && p.k_scale ? *p.k_scale : 1.0f;
     float m[2], l[2], slope[2], kmul[2];
@@ -1013,9 +1029,6 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const pkv_cache_addr va = p.value_addr;
     const CRaw* kbase = static_cast<const CRaw*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
     const CRaw* vbase = static_cast<const CRaw*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
-    const int32_t* btab = p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0];
-    const int64_t bt_col = p.block_table_strides[1];
-    const int bs = p.block_size;
     // kFast: the twin for the common layout (`key_fast`, proven on the host by
     // src/gpu/params.rs fast_key_chunks): keys come in whole 16-byte runs (16-bit: x-groups of
     // 8; fp8: `key_wide`), so the compiler folds the run-length variants of every key load away
@@ -1034,7 +1047,6 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // per-load address arithmetic was a sixth of a tile's time; docs/performance.md).
     const CRaw* krow = kbase + dim_offset(ka, t * KE);
     const int64_t kdstep = dim_offset(ka, 4 * KE);
-    const FastDiv bs_div = fast_div(bs);
 
     float o[NMD][4];  // O^T fragments: dims 16md + g (+8), heads 2t, 2t+1
 #pragma unroll
@@ -1042,13 +1054,6 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 #pragma unroll
         for (int i = 0; i < 4; ++i) o[md][i] = 0.0f;
 
-    // Block-table entry of this lane's key in a wave tile (0 when not visible), loaded one tile
-    // ahead so that its latency overlaps the previous tile's work.
-    auto block_entry = [&](int tile) -> int32_t {
-        const int j = tile * MMA_TILE + lane;
-        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(divide(j, bs_div)) * bt_col] : 0;
-    };
-    int32_t next_entry = block_entry(t_begin + wave);
     // Blocks longer than a tile: the work-group's warps take consecutive tiles in lockstep (a
     // barrier per round), so that their pieces of each key and value row (512 and 64 bytes
     // per warp in a 2048-slot block) reach DRAM together as longer bursts (B64 L4k block 2048:
