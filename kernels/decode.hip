@@ -259,8 +259,9 @@ template <int kQuery, int kWaves, int kHeads, int kMaxD>
 PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[kHeads][kMaxD],
                             const float (*s_ml)[kHeads][2], int hpc, int seq, int split, int q_begin, int qh0,
                             float vmul) {
-    // This work-group's keys are done: the split reduce (a programmatic dependent launch) may
-    // be scheduled once every work-group is here or gone; it waits for the partials itself.
+    // This work-group's keys are done: the next kernel of the call (the split reduce, or the
+    // general kernel when there is one split), a programmatic dependent launch on sm_90+, may be
+    // scheduled once every work-group is here or gone. It waits on the device where it must.
     pkv_allow_next_grid();
     const int D = p.head_size;
     const int nch = D / CHUNK;
