@@ -644,14 +644,18 @@ PKV_DEVICE bool token_rows16(const pkv_write_params& p, const TensorJob& job) {
     return contiguous && (starts & 15u) == 0 && ((p.head_size / CHUNK) & 1) == 0;
 }
 
-// The row of token k + odd (odd: this lane's chunk parity) from this lane's chunks of tokens k
-// and k + 1 (c0, c1) and its partner's (lane ^ 2: the other chunk of the same tokens), which
-// trades the opposite token: 16 codes, dims 16m .. 16m + 15, as four words. Words are picked by
-// value: a reference chosen at run time would put c0 and c1 in local memory.
+// Two lanes (this one and lane ^ partner) each hold two 8-byte halves c0, c1 of 16-byte rows:
+// c0 is half of row 0, c1 half of row 1, and the partner holds the other halves of the same
+// two rows. They trade so that each ends with one whole row: the lane with odd = 0 builds row 0
+// (its c0 first, then the partner's c0), the lane with odd = 1 row 1 (the partner's c1 first,
+// then its c1); `row` gets the four words. Used for per-token key rows (partner 2: the other
+// chunk of the same tokens) and for token-vector value rows (partner 1: the other 8 tokens of
+// the same dims). Words are picked by value: a reference chosen at run time would put c0 and c1
+// in local memory.
 template <typename DRaw>
-PKV_DEVICE void trade_halves(const Raw8<DRaw>& c0, const Raw8<DRaw>& c1, int odd, uint32_t (&row)[4]) {
-    const uint32_t got0 = pkv_shfl_xor(odd ? c0.w[0] : c1.w[0], 2, PKV_WAVE_SIZE);
-    const uint32_t got1 = pkv_shfl_xor(odd ? c0.w[1] : c1.w[1], 2, PKV_WAVE_SIZE);
+PKV_DEVICE void trade_halves(const Raw8<DRaw>& c0, const Raw8<DRaw>& c1, int odd, int partner, uint32_t (&row)[4]) {
+    const uint32_t got0 = pkv_shfl_xor(odd ? c0.w[0] : c1.w[0], partner, PKV_WAVE_SIZE);
+    const uint32_t got1 = pkv_shfl_xor(odd ? c0.w[1] : c1.w[1], partner, PKV_WAVE_SIZE);
     row[0] = odd ? got0 : c0.w[0];
     row[1] = odd ? got1 : c0.w[1];
     row[2] = odd ? c1.w[0] : got0;
@@ -683,7 +687,8 @@ PKV_DEVICE void store_token_rows(const pkv_write_params& p, const TensorJob& job
         const int64_t step = static_cast<int64_t>(w.step) * job.addr.tok;
 #pragma unroll
         for (int k = 0; k < GROUP; k += 2) {
-            trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd, row);
+            trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd,
+                         2, row);
             store_words16(cache + base + k * step, row[0], row[1], row[2], row[3]);
         }
         return;
@@ -691,7 +696,8 @@ PKV_DEVICE void store_token_rows(const pkv_write_params& p, const TensorJob& job
     const bool narrow = p.num_slots <= 0xffffffffll;
 #pragma unroll
     for (int k = 0; k < GROUP; k += 2) {
-        trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd, row);
+        trade_halves(Conv::template run<false>(in[k], s, redo), Conv::template run<false>(in[k + 1], s, redo), odd,
+                     2, row);
         const int64_t slot = odd ? slots[k + 1] : slots[k];
         if (slot < 0) continue;
         int64_t b, o;
@@ -776,15 +782,12 @@ PKV_DEVICE void store_token_vectors(const TensorJob& job, const ThreadWork& w, i
         const Raw8<DRaw> ce = Conv::template run<false>(even, s, redo);
         const Raw8<DRaw> co = Conv::template run<false>(odd, s, redo);
         if (pair) {
-            // Lane 0 keeps its even dim (tokens 0..7) and sends its odd one; lane 1 the reverse.
-            // Words are picked by value: a reference chosen at run time would put ce and co in
-            // local memory.
-            const bool even_lane = lane == 0;
-            const uint32_t keep0 = even_lane ? ce.w[0] : co.w[0], keep1 = even_lane ? ce.w[1] : co.w[1];
-            const uint32_t got0 = pkv_shfl_xor(even_lane ? co.w[0] : ce.w[0], 1, PKV_WAVE_SIZE);
-            const uint32_t got1 = pkv_shfl_xor(even_lane ? co.w[1] : ce.w[1], 1, PKV_WAVE_SIZE);
-            store_words16(cache + base - lane * GROUP + dim_offset(job.addr, w.d0 + j + lane), even_lane ? keep0 : got0,
-                          even_lane ? keep1 : got1, even_lane ? got0 : keep0, even_lane ? got1 : keep1);
+            // Lane 0 stores the even dim's 16 codes (its tokens 0..7, then lane 1's 8..15), lane 1
+            // the odd dim's.
+            uint32_t row[4];
+            trade_halves(ce, co, lane, 1, row);
+            store_words16(cache + base - lane * GROUP + dim_offset(job.addr, w.d0 + j + lane), row[0], row[1], row[2],
+                          row[3]);
         } else {
             ce.store_all(cache + base + dim_offset(job.addr, w.d0 + j));
             co.store_all(cache + base + dim_offset(job.addr, w.d0 + j + 1));
