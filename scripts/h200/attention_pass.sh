@@ -4,7 +4,7 @@
 # of the decode kernel, each under its own time limit so that one call fits a lease.
 #
 #   scripts/h200/attention_pass.sh [stage ...]   stages: bench matrix matrix-amd matrix-2cu memcheck
-#                                                        memcheck-2cu profile sass ab
+#                                                        memcheck-2cu profile sass pipes ceiling ab
 #   (default: bench matrix memcheck profile)
 #
 # Loads $PAGEDKV_LIBRARY (default .devbuild/libpagedkv.so, carried over). Results under $OUT.
@@ -64,6 +64,31 @@ for stage in $stages; do
             rm -f "$OUT/sass-$tag.ncu-rep"
             grep -E "Executed Instructions|Issued Instructions|Duration|Pipe|Stall" "$OUT/sass-$tag.txt" | head -20
         done ;;
+    # Pipe utilisation, shared-memory wavefronts and every stall reason of the decode kernel, fp8
+    # and bf16 caches (B64 L4k bs16): what binds a kernel that is neither at the DRAM limit nor
+    # issue-bound. $OUT/pipes-{fp8,bf16}.txt
+    pipes)
+        s=0
+        m=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_sectors.sum,lts__t_requests.sum
+        m=$m,smsp__inst_executed.sum,smsp__average_warp_latency_per_inst_issued.ratio,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum
+        m=$m,l1tex__data_pipe_lsu_wavefronts.avg.pct_of_peak_sustained_elapsed,l1tex__lsu_writeback_active.avg.pct_of_peak_sustained_elapsed
+        for pipe in alu fma fmaheavy lsu xu uniform cbu adu; do m=$m,sm__inst_executed_pipe_$pipe.avg.pct_of_peak_sustained_active; done
+        m=$m,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+        for r in mio_throttle lg_throttle short_scoreboard long_scoreboard wait math_pipe_throttle no_instruction \
+            branch_resolving barrier membar dispatch_stall drain imc_miss not_selected selected sleeping tex_throttle; do
+            m=$m,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio
+        done
+        for f8 in 1 0; do
+            tag=$([[ $f8 == 1 ]] && echo fp8 || echo bf16)
+            PKV_PROFILE_FP8=$f8 timeout "${PKV_PROFILE_S:-90}" ncu --clock-control none --kernel-name regex:'paged_decode' \
+                --launch-skip 1 --launch-count 1 --metrics "$m" python3 scripts/h200/profile_one.py > "$OUT/pipes-$tag.txt" 2>&1 || s=1
+            echo "== $tag"; grep -E "^ +(sm|l1|smsp|dram|lts|gpu)__" "$OUT/pipes-$tag.txt"
+        done ;;
+    # Read-only kernels with the decode cases' access patterns against the copy (paged_read.cu).
+    ceiling)
+        timeout "${PKV_BENCH_S:-240}" python3 scripts/h200/paged_read_ceiling.py --out "$OUT" > "$OUT/ceiling.txt" 2>&1
+        s=$?
+        cat "$OUT/ceiling.txt" ;;
     ab)
         s=0
         for lib in ${PKV_AB_LIBS:?PKV_AB_LIBS names the libraries}; do

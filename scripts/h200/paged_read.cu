@@ -1,0 +1,157 @@
+// Read-only kernels with the decode benchmark's access patterns (scripts/h200/paged_read_ceiling.py):
+// how fast this GPU streams exactly the bytes a paged decode must read, in a given order, with
+// no arithmetic beyond an XOR per load. They bound what any decode kernel that reads the cache
+// in that order can reach; docs/performance.md compares the decode kernel against them.
+//
+// The caches are vLLM's split layout (scripts/bench.py through pagedkv.split_kv_cache): keys
+// [blocks, heads, head_size / x, block_size, x] (x-groups of 16 bytes), values
+// [blocks, heads, head_size, block_size]; a block's heads follow each other (`head_stride`
+// bytes), and `blk` bytes separate blocks (hybrid pages hold a block's keys, then its values).
+// A "unit" is the 32-token tile of one kv head, read as the decode kernel reads it: a lane takes
+// one token's 16-byte x-groups of the keys, and 16-byte runs of slots of one dim of the values.
+// Orders (a work-group's 96..256 threads are 3..8 warps; a warp reads one unit at a time, all its
+// loads in flight before any is used):
+//   0 per head: work-group = (seq, head, split), warps take consecutive tiles of that head (the
+//     decode kernel's order);
+//   1 heads together: work-group = (seq, split), its warps take the heads of a tile together, then
+//     the next tile (all of a block's heads, one dense span at block 16, at about the same time);
+//   2 contiguous: the same bytes as one dense span per work-group (no table; the ideal).
+#include <cstdint>
+
+struct Pattern {
+    const unsigned char* k;
+    const unsigned char* v;
+    const int32_t* table;
+    int64_t blk;          // bytes between blocks (keys and values alike)
+    int64_t head_stride;  // bytes between heads of a block (block_size * head_size * elem)
+    int elem;             // bytes per element: 2 (bf16) or 1 (fp8)
+    int head_size;
+    int table_width;
+    int bs;
+    int seqs, heads, seq_len, splits;
+    uint32_t* sink;
+};
+
+__device__ __forceinline__ uint4 load16(const unsigned char* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+// acc ^ a, as asm starting from acc: the compiler does not reassociate the XORs (it folded each
+// load's four words as soon as the load arrived, which blocked the next loads' issue).
+__device__ __forceinline__ uint32_t xor4(uint32_t acc, uint4 a) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0x96;\n\tlop3.b32 %0, %0, %4, %5, 0x96;"
+        : "=r"(r)
+        : "r"(acc), "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w));
+    return r;
+}
+
+// Reads one unit (tile `tile` of head `head` of sequence `seq`) with one warp. Head size 128,
+// kElem bytes per element (compile-time: the loads' offsets fold, as in the decode kernel).
+template <int kElem>
+__device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int head, int tile, int lane) {
+    constexpr int kHead = 128;
+    const int32_t* tab = p.table + static_cast<int64_t>(seq) * p.table_width;
+    // Keys: lane <-> token, 16-byte x-groups 0.. (16 for bf16 head 128, 8 for fp8).
+    constexpr int groups = kHead * kElem / 16;
+    const int tok = tile * 32 + lane;
+    const unsigned char* krow = p.k + static_cast<int64_t>(tab[tok / p.bs]) * p.blk + head * p.head_stride +
+                                static_cast<int64_t>(tok % p.bs) * 16;
+    const int64_t kstep = static_cast<int64_t>(p.bs) * 16;  // between x-groups
+    // Values: 16 bytes are `run` slots of one dim (8 bf16, 16 fp8); a tile is 32 / run runs per
+    // dim, lanes <-> (dim, run), dims lanes / (32 / run) apart per load.
+    constexpr int run = 16 / kElem, runs = 32 / run;
+    const int vtok = tile * 32 + (lane % runs) * run;
+    const unsigned char* vrow = p.v + static_cast<int64_t>(tab[vtok / p.bs]) * p.blk + head * p.head_stride +
+                                static_cast<int64_t>(lane / runs) * p.bs * kElem +
+                                static_cast<int64_t>(vtok % p.bs) * kElem;
+    const int64_t vstep = static_cast<int64_t>(32 / runs) * p.bs * kElem;  // between a lane's dims
+    constexpr int vloads = kHead * runs / 32;
+    uint4 kv[2][16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+        if (i < groups) kv[0][i] = load16(krow + i * kstep);
+        if (i < vloads) kv[1][i] = load16(vrow + i * vstep);
+    }
+    // One chain that starts with the last load issued: no load can be consumed (and its
+    // registers freed) before every load of the unit is in flight. (Consumed in issue order,
+    // ptxas interleaved loads and uses: 40 registers, four loads in flight.)
+    uint32_t acc = 0;
+#pragma unroll
+    for (int i = 15; i >= 0; --i) {
+        if (i < vloads) acc = xor4(acc, kv[1][i]);
+        if (i < groups) acc = xor4(acc, kv[0][i]);
+    }
+    return acc;
+}
+
+template <int kElem>
+__global__ void read_per_head(Pattern p) {
+    const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int item = blockIdx.x;
+    const int split = item % p.splits;
+    item /= p.splits;
+    const int head = item % p.heads;
+    const int seq = item / p.heads;
+    const int tiles = p.seq_len / 32;
+    const int per = (tiles + p.splits - 1) / p.splits;
+    const int t0 = split * per, t1 = min(tiles, t0 + per);
+    uint32_t acc = 0;
+#pragma unroll 1
+    for (int t = t0 + wave; t < t1; t += warps) acc ^= read_unit<kElem>(p, seq, head, t, lane);
+    p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+template <int kElem>
+__global__ void read_heads_together(Pattern p) {
+    const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int split = blockIdx.x % p.splits;
+    const int seq = blockIdx.x / p.splits;
+    const int tiles = p.seq_len / 32;
+    const int per = (tiles + p.splits - 1) / p.splits;
+    const int t0 = split * per, t1 = min(tiles, t0 + per);
+    const int units = (t1 - t0) * p.heads;
+    uint32_t acc = 0;
+#pragma unroll 1
+    for (int u = wave; u < units; u += warps) acc ^= read_unit<kElem>(p, seq, u % p.heads, t0 + u / p.heads, lane);
+    p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+// The same number of bytes per work-group as one dense span of keys and one of values.
+__global__ void read_contiguous(Pattern p, int64_t bytes_per_group) {
+    const unsigned char* k = p.k + blockIdx.x * bytes_per_group;
+    const unsigned char* v = p.v + blockIdx.x * bytes_per_group;
+    uint32_t acc = 0;
+    const int64_t step = static_cast<int64_t>(blockDim.x) * 16 * 16;
+#pragma unroll 1
+    for (int64_t base = threadIdx.x * 16; base < bytes_per_group; base += step) {
+        uint4 a[2][16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            const int64_t o = base + static_cast<int64_t>(i) * blockDim.x * 16;
+            if (o < bytes_per_group) {
+                a[0][i] = load16(k + o);
+                a[1][i] = load16(v + o);
+            } else {
+                a[0][i] = a[1][i] = make_uint4(0, 0, 0, 0);
+            }
+        }
+#pragma unroll
+        for (int i = 15; i >= 0; --i) acc = xor4(xor4(acc, a[1][i]), a[0][i]);
+    }
+    p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (p.head_size != 128 || (p.elem != 1 && p.elem != 2)) return -1;
+    if (order == 0) {
+        if (p.elem == 2) read_per_head<2><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
+        else read_per_head<1><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
+    } else if (order == 1) {
+        if (p.elem == 2) read_heads_together<2><<<p.seqs * p.splits, threads, 0, s>>>(p);
+        else read_heads_together<1><<<p.seqs * p.splits, threads, 0, s>>>(p);
+    } else {
+        const int groups = p.seqs * p.heads * p.splits;
+        const int64_t bytes = static_cast<int64_t>(p.seqs) * p.heads * p.seq_len * p.head_size * p.elem / groups;
+        read_contiguous<<<groups, threads, 0, s>>>(p, bytes);
+    }
+    return static_cast<int>(cudaGetLastError());
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The read ceiling of the decode benchmark's access patterns (docs/performance.md).
+
+Builds scripts/h200/paged_read.cu with nvcc, lays out the benchmark's caches (bench.py's
+build_attention: split layout, blocks or hybrid pages [K_b | V_b], random block permutation) and times
+read-only kernels over exactly the bytes each decode case reads, in the decode kernel's order (a
+work-group per head), with a token's heads read together, and as one dense span, against the
+copy bandwidth measured in the same run. Timed like bench.py (events, L2 flushed by a read,
+median).
+
+  PYTHONPATH=python python3 scripts/h200/paged_read_ceiling.py [--out DIR]   (needs torch, nvcc)
+"""
+import argparse
+import ctypes
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from bench import DEV, L2_FLUSH_BYTES, copy_bandwidth, timed  # noqa: E402
+
+
+class Pattern(ctypes.Structure):
+    _fields_ = [("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("table", ctypes.c_void_p),
+                ("blk", ctypes.c_int64), ("head_stride", ctypes.c_int64), ("elem", ctypes.c_int),
+                ("head_size", ctypes.c_int), ("table_width", ctypes.c_int), ("bs", ctypes.c_int),
+                ("seqs", ctypes.c_int), ("heads", ctypes.c_int), ("seq_len", ctypes.c_int),
+                ("splits", ctypes.c_int), ("sink", ctypes.c_void_p)]
+
+
+def build(out_dir: str) -> ctypes.CDLL:
+    so = os.path.join(out_dir, "paged_read.so")
+    nvcc = os.environ.get("NVCC", "nvcc")
+    # 168 registers (four 96-thread work-groups per SM, as the decode kernel): with fewer, ptxas
+    # interleaves the uses with the loads and keeps only a few loads in flight.
+    subprocess.run([nvcc, "-O3", "-arch=sm_90", "-maxrregcount=168", "-shared", "-Xcompiler", "-fPIC", "-cudart", "static",
+                    "-o", so, os.path.join(HERE, "paged_read.cu")], check=True)
+    lib = ctypes.CDLL(so)
+    lib.paged_read.argtypes = [ctypes.c_int, Pattern, ctypes.c_int, ctypes.c_void_p]
+    lib.paged_read.restype = ctypes.c_int
+    return lib
+
+
+def layout(seqs, seq_len, bs, heads, head_size, elem, hybrid):
+    """The cache bench.py builds for a uniform batch: (base, k address, v address, block stride,
+    table). split_kv_cache views each block as [heads, ..] of keys and of values."""
+    blocks = math.ceil(seq_len / bs)
+    num_blocks = seqs * blocks
+    hidden = bs * heads * head_size * elem  # bytes of one block of keys
+    perm = torch.randperm(num_blocks, device=DEV, dtype=torch.int64).to(torch.int32)
+    table = perm.view(seqs, blocks).contiguous()
+    base = torch.empty(2 * num_blocks * hidden, dtype=torch.uint8, device=DEV).random_(0, 255)
+    if hybrid:  # page b = [K_b | V_b]
+        k, v, blk = base.data_ptr(), base.data_ptr() + hidden, 2 * hidden
+    else:  # [2, num_blocks, bs, heads, d]
+        k, v, blk = base.data_ptr(), base.data_ptr() + num_blocks * hidden, hidden
+    return base, k, v, blk, table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    args = ap.parse_args()
+    lib = build(args.out)
+    ceiling = copy_bandwidth()
+    print(f"copy: {ceiling:.0f} GB/s (read + written, 4 GiB)")
+    flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device=DEV)
+    sink = torch.empty(1 << 22, dtype=torch.int32, device=DEV)
+    stream = torch.cuda.current_stream().cuda_stream
+    cases = [  # name, seqs, seq_len, bs, elem, hybrid, decode splits (the benchmark's plan)
+        ("B64 L4k bs16", 64, 4096, 16, 2, False, 1),
+        ("B64 L4k bs2048", 64, 4096, 2048, 2, False, 1),
+        ("B64 L4k bs544 hybrid", 64, 4352, 544, 2, True, 1),
+        ("B8 L32k bs2048 hybrid", 8, 32768, 2048, 2, True, 8),
+        ("B64 L4k bs16 fp8", 64, 4096, 16, 1, False, 1),
+    ]
+    heads, head_size = 8, 128
+    rows = []
+    for name, seqs, seq_len, bs, elem, hybrid, splits in cases:
+        base, k, v, blk, table = layout(seqs, seq_len, bs, heads, head_size, elem, hybrid)
+        if name.startswith("B64 L4k bs544"):
+            seq_len = 4096  # the benchmark's length; the table holds 8 blocks of 544
+        row = head_size * elem
+        nbytes = 2 * seqs * seq_len * heads * row
+        for order, label in ((0, "per head"), (1, "heads together"), (2, "contiguous")):
+            for threads, sp in ((96, splits), (128, splits), (96, 4 * splits)):
+                # The dense span: the first and second halves of the same buffer.
+                pk, pv = (base.data_ptr(), base.data_ptr() + nbytes // 2) if order == 2 else (k, v)
+                p = Pattern(pk, pv, table.data_ptr(), blk, bs * row, elem, head_size, table.shape[1], bs, seqs, heads,
+                            seq_len, sp, sink.data_ptr())
+                if order == 1:
+                    p.splits = sp * heads  # as many work-groups as per head
+                call = lambda: lib.paged_read(order, p, threads, ctypes.c_void_p(stream))  # noqa: E731
+                assert call() == 0
+                torch.cuda.synchronize()
+                t = timed(call, 30, flush)
+                gbps = nbytes / (t * 1e-6) / 1e9
+                rows.append((name, label, threads, sp, t, 100 * gbps / ceiling))
+                print(f"{name:24s} {label:15s} threads {threads:3d} splits {sp:2d}: {t:8.1f} us "
+                      f"{gbps:6.0f} GB/s {100 * gbps / ceiling:6.1f}% of copy", flush=True)
+        del base
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
