@@ -903,8 +903,13 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     const int KB = kMaxD > 128 && !kFp8 ? 2 : (NB < 4 ? NB : 4);
     static_assert(NB % KB == 0, "load batches tile the operands");
 
-    __shared__ int64_t s_kofs[NW][MMA_TILE];  // key offset per slot (-1: not visible)
-    __shared__ int64_t s_vofs[NW][MMA_TILE];  // value offset per slot (-1: not visible)
+    // Keys one tile ahead (kPipe, below; fp8 run-folded instances up to head 128): the next
+    // tile's offsets are written while this tile's values may still read theirs, so offsets are
+    // double-buffered there.
+    const bool kPipe = kFp8 && kFast && kMaxD <= 128;
+    const int OB = kPipe ? 2 : 1;
+    __shared__ int64_t s_kofs[OB][NW][MMA_TILE];  // key offset per slot (-1: not visible)
+    __shared__ int64_t s_vofs[OB][NW][MMA_TILE];  // value offset per slot (-1: not visible)
     __shared__ __attribute__((aligned(16))) ORaw s_q[MMA_HEADS][kMaxD + CHUNK];  // queries (padded rows)
     __shared__ float s_qmul[MMA_HEADS];  // per head: the power of two its queries were scaled by, inverted
     // Probabilities in the operand dtype, split as p = hi + lo (two products): 16-bit
@@ -962,7 +967,15 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // ahead so that its latency overlaps the previous tile's work.
     auto block_entry = [&](int tile) -> int32_t {
         const int j = tile * MMA_TILE + lane;
-        return tile < t_end && j >= lo && j <= hi ? btab[static_cast<int64_t>(divide(j, bs_div)) * bt_col] : 0;
+        const int32_t* row = btab;
+        if (kPipe) {
+            // The row pointer recomputed per tile rather than kept: with the next tile's keys
+            // held in registers, ptxas spilled it (and reloaded it every tile).
+            int s = seq;
+            asm volatile("" : "+r"(s));
+            row = p.block_table + static_cast<int64_t>(s) * p.block_table_strides[0];
+        }
+        return tile < t_end && j >= lo && j <= hi ? row[static_cast<int64_t>(divide(j, bs_div)) * bt_col] : 0;
     };
     // The first tile's entry is loaded now, beside the queries (one round trip, not two).
     int32_t next_entry = block_entry(t_begin + wave);
@@ -1062,35 +1075,80 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // barrier cost more than it gained (head 256: 75.4 -> 72.7%).
     const bool lockstep = kMaxD <= 128 && p.block_size > MMA_TILE;
     const int rounds = (t_end - t_begin + NW - 1) / NW;
+
+    // A tile's key and value offsets (one slot per lane) into offset buffer `ob`.
+    auto tile_offsets = [&](int tile, int32_t entry, int ob) {
+        const int j = tile * MMA_TILE + lane;
+        int64_t kofs = -1, vofs = -1;
+        if (j >= lo && j <= hi) {
+            const int lb = divide(j, bs_div);
+            const int off = j - lb * bs;
+            int64_t b = entry;
+            b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
+            kofs = b * ka.blk + static_cast<int64_t>(off) * ka.tok;
+            vofs = b * va.blk + static_cast<int64_t>(off) * va.tok;
+        }
+        wave_sync();  // the tile that used this buffer is done with its offsets and probabilities
+        s_kofs[ob][wave][lane] = kofs;
+        s_vofs[ob][wave][lane] = vofs;
+        wave_sync();
+    };
+    // One batch of key chunks (m-tiles mt0.., k blocks b0..) of the tile whose offsets are in `ob`.
+    auto load_keys = [&](int ob, int mt0, int b0, Raw8<uint16_t> (&kf)[KMT][2][KB]) {
+#pragma unroll
+        for (int mi = 0; mi < KMT; ++mi)
+#pragma unroll
+            for (int rh = 0; rh < 2; ++rh) {
+                const int64_t ko = s_kofs[ob][wave][16 * (mt0 + mi) + 8 * rh + g];
+                // kFast instances: no branch per load. A key that is not visible reads the
+                // first slot of block 0 instead (inside the cache; its score row is masked to
+                // -inf whatever the bytes), and every chunk below the head size is whole
+                // (`key_fast`).
+                const CRaw* kp = krow + (ko < 0 ? 0 : ko);
+#pragma unroll
+                for (int b = 0; b < KB; ++b) {
+                    const int d0 = (4 * (b0 + b) + t) * KE;
+                    kf[mi][rh][b].clear();
+                    if (kFast) {
+                        if (d0 < D) kf[mi][rh][b].load_all(reinterpret_cast<const uint16_t*>(kp + (b0 + b) * kdstep));
+                    } else if (ko >= 0 && d0 < D) {
+                        kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
+                    }
+                }
+            }
+    };
+
+    // kPipe: a tile's keys are loaded into registers during the tile before it, after that
+    // tile's softmax (its own keys consumed), so that their round trip overlaps its P.V and the
+    // next tile's start instead of preceding the next scores. A read-only kernel with this
+    // access pattern streams an fp8 cache at 100% of the copy rate (scripts/h200/paged_read.cu)
+    // where this kernel reached 84%; with keys ahead it reaches 88% (docs/performance.md). Not
+    // for 16-bit caches: their keys are twice the registers, ptxas spilled, and they lost 3-5
+    // points. Not through shared memory either: fp8 keys by cp.async measured 67%.
+    static_assert(!kPipe || (NB == KB && KMT == 2), "keys ahead are one batch per tile");
+    Raw8<uint16_t> kf_next[KMT][2][KB];
+    if (kPipe && t_begin + wave < t_end) {
+        tile_offsets(t_begin + wave, next_entry, 0);
+        next_entry = block_entry(t_begin + wave + NW);
+        load_keys(0, 0, 0, kf_next);
+    }
     for (int round = 0; round < rounds; ++round) {
         const int tile = t_begin + round * NW + wave;
+        const int ob = kPipe ? round & 1 : 0;
         if (lockstep) __syncthreads();
         if (tile >= t_end) continue;  // (uniform per warp)
         const int t0 = tile * MMA_TILE;
-        const int32_t entry = next_entry;
-        next_entry = block_entry(tile + NW);
-        {
-            const int j = t0 + lane;
-            int64_t kofs = -1, vofs = -1;
-            if (j >= lo && j <= hi) {
-                const int lb = divide(j, bs_div);
-                const int off = j - lb * bs;
-                int64_t b = entry;
-                b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);  // never out of bounds
-                kofs = b * ka.blk + static_cast<int64_t>(off) * ka.tok;
-                vofs = b * va.blk + static_cast<int64_t>(off) * va.tok;
-            }
-            wave_sync();  // the previous tile is done with the offsets and probabilities
-            s_kofs[wave][lane] = kofs;
-            s_vofs[wave][lane] = vofs;
-            wave_sync();
+        if (!kPipe) {
+            const int32_t entry = next_entry;
+            next_entry = block_entry(tile + NW);
+            tile_offsets(tile, entry, 0);
         }
         // ---- Values first: when every lane's 8 slots of a dim are one access (8 slots of one
         // block, block_size % 8 == 0), this lane's chunks go to the stage now and land while
         // the keys load and the scores and softmax run (one memory round trip per tile, not
         // two). A lane reads back only its own chunks: no barrier, only its own wait.
-        const int64_t first = s_vofs[wave][8 * t];
-        const bool whole = run8 && first >= 0 && s_vofs[wave][8 * t + CHUNK - 1] >= 0;
+        const int64_t first = s_vofs[ob][wave][8 * t];
+        const bool whole = run8 && first >= 0 && s_vofs[ob][wave][8 * t + CHUNK - 1] >= 0;
         const bool values_ahead = __all_sync(0xffffffffu, whole);
         Raw8<CRaw>* my_values = s_vstage + wave * (2 * NMD) * 32 + lane;
         // Issued right after the tile's first batch of key loads: the load/store unit takes
@@ -1119,34 +1177,23 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         for (int q = 0; q < SC; ++q)
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt) sc2[q][mt][0] = sc2[q][mt][1] = sc2[q][mt][2] = sc2[q][mt][3] = 0.0f;
+        if (kPipe) issue_values();  // (the keys were loaded during the previous tile)
 #pragma unroll
         for (int mt0 = 0; mt0 < 2; mt0 += KMT) {
 #pragma unroll
             for (int b0 = 0; b0 < NB; b0 += KB) {
                 Raw8<uint16_t> kf[KMT][2][KB];
+                if (kPipe) {
 #pragma unroll
-                for (int mi = 0; mi < KMT; ++mi)
+                    for (int mi = 0; mi < KMT; ++mi)
 #pragma unroll
-                    for (int rh = 0; rh < 2; ++rh) {
-                        const int64_t ko = s_kofs[wave][16 * (mt0 + mi) + 8 * rh + g];
-                        // kFast instances: no branch per load. A key that is not visible
-                        // reads the first slot of block 0 instead (inside the cache; its score
-                        // row is masked to -inf whatever the bytes), and every chunk below the
-                        // head size is whole (`key_fast`).
-                        const CRaw* kp = krow + (ko < 0 ? 0 : ko);
+                        for (int rh = 0; rh < 2; ++rh)
 #pragma unroll
-                        for (int b = 0; b < KB; ++b) {
-                            const int d0 = (4 * (b0 + b) + t) * KE;
-                            kf[mi][rh][b].clear();
-                            if (kFast) {
-                                if (d0 < D)
-                                    kf[mi][rh][b].load_all(reinterpret_cast<const uint16_t*>(kp + (b0 + b) * kdstep));
-                            } else if (ko >= 0 && d0 < D) {
-                                kf[mi][rh][b] = load_key_chunk<kFp8>(kbase + ko, ka, d0, D, krun, kwide);
-                            }
-                        }
-                    }
-                if (mt0 == 0 && b0 == 0) issue_values();
+                            for (int b = 0; b < KB; ++b) kf[mi][rh][b] = kf_next[mi][rh][b];
+                } else {
+                    load_keys(ob, mt0, b0, kf);
+                    if (mt0 == 0 && b0 == 0) issue_values();
+                }
 #pragma unroll
                 for (int b = 0; b < KB; ++b) {
                     const ORaw* qrow = &s_q[g][(4 * (b0 + b) + t) * KE];
@@ -1179,6 +1226,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 #pragma unroll
                 for (int q = 1; q < SC; ++q) sc[mt][i] += sc2[q][mt][i];
             }
+        if (kPipe) wave_sync();  // the previous tile's P.V is done with s_pb
 
         // ---- Online softmax of heads 2t, 2t+1 over the tile's 32 keys (8 lanes share a head),
         // rescaled lazily: the probabilities are taken against the running reference m, which
@@ -1252,7 +1300,15 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                 s_pb[wave][1][h][8 * k + g] = Elem<kOp>::from_f32(pr - Elem<kOp>::to_f32(hi16));
             }
         }
-        wave_sync();  // probabilities visible
+        if (kPipe && tile + NW < t_end) {
+            // The next tile's keys, now that this tile's are consumed (see kPipe above); its
+            // offsets' barriers also make the probabilities visible.
+            tile_offsets(tile + NW, next_entry, ob ^ 1);
+            next_entry = block_entry(tile + 2 * NW);
+            load_keys(ob ^ 1, 0, 0, kf_next);
+        } else {
+            wave_sync();  // probabilities visible
+        }
 
         // ---- P.V: B = probabilities of head g, keys 8t..8t+7; A = V rows (dims), keys 8t..8t+7.
         uint32_t pb[4], pl[4];
@@ -1290,7 +1346,7 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
                     if (d < D) {
                         const CRaw* src = vrow + static_cast<int64_t>(2 * md + rh) * 8 * va.dhi;
                         for (int i = 0; i < CHUNK; ++i) {
-                            const int64_t vo = s_vofs[wave][8 * t + i];
+                            const int64_t vo = s_vofs[ob][wave][8 * t + i];
                             if (vo >= 0) vf[rh].set(i, src[vo]);
                         }
                     }

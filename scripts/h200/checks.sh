@@ -3,6 +3,7 @@
 #
 #   run_matrix ONLY TAG LIMITS SECONDS    the full matrix
 #   run_memcheck ONLY TAG LIMITS SECONDS  the reduced matrix under compute-sanitizer memcheck
+#                                         (PKV_SANITIZER_TOOL: racecheck, synccheck, .. instead)
 #
 # ONLY: check.py's --only (write, attention; empty: every part). TAG names the outputs:
 # $OUT/summary-TAG.txt and matrix-TAG.log, or summary-reduced-TAG.txt, memcheck-TAG.txt and
@@ -26,7 +27,7 @@ run_matrix() {
 run_memcheck() {
     local only=$1 tag=$2 limits=$3 seconds=$4
     PKV_TEST_DEVICE_LIMITS=$limits PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$seconds" \
-        compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$OUT/memcheck-$tag.txt" \
+        compute-sanitizer --tool "${PKV_SANITIZER_TOOL:-memcheck}" --error-exitcode 86 --log-file "$OUT/memcheck-$tag.txt" \
         python3 scripts/h200/check.py --suite reduced ${only:+--only "$only"} --tag "reduced-$tag" \
         --out "$OUT" > "$OUT/memcheck-run-$tag.log" 2>&1
     local s=$?
