@@ -814,7 +814,7 @@ PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const 
 // false copies nothing and zero-fills (the source is then never read). 16-byte copies go
 // through L1 (`.ca`) when `l1`, else around it (`.cg`); 8-byte copies only have `.ca`.
 template <int kBytes>
-PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1 = true) {
+PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
     if (kBytes == 16 && l1) {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
@@ -1082,8 +1082,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // (`.cg`) for longer ones. At block 16 a lane pair's copies share a 32-byte sector (a
     // block's dim row) and four pairs a line: through L1 the pairs' requests merge, and the L2,
     // which Nsight Compute had at 90% of its peak against DRAM at 83%, gets half of them (B64
-    // L4k bs16 92 -> 98% of copy). In 2048-slot blocks each row piece is 64 bytes of a new
-    // line, and allocating them in L1 cost 3-4 points (head 256, with its larger stage, 22).
+    // L4k bs16 90 -> 95.5% of copy on one machine kind, 92 -> 98 on the other). With every
+    // copy through L1, 2048- and 544-slot blocks lost 3-4 points (head 256, with its larger
+    // stage, 22): there each row piece is 64 bytes of a new line.
     const bool values_l1 = p.block_size <= MMA_TILE;
     const int rounds = (t_end - t_begin + NW - 1) / NW;
 

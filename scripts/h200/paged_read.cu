@@ -9,8 +9,8 @@
 // bytes), and `blk` bytes separate blocks (hybrid pages hold a block's keys, then its values).
 // A "unit" is the 32-token tile of one kv head, read as the decode kernel reads it: a lane takes
 // one token's 16-byte x-groups of the keys, and 16-byte runs of slots of one dim of the values.
-// Orders (a work-group's 96..256 threads are 3..8 warps; a warp reads one unit at a time, all its
-// loads in flight before any is used):
+// Orders (a work-group's warps, 3 or 4 as run; a warp reads one unit at a time, all its loads in
+// flight before any is used):
 //   0 per head: work-group = (seq, head, split), warps take consecutive tiles of that head (the
 //     decode kernel's order);
 //   1 heads together: work-group = (seq, split), its warps take the heads of a tile together, then
@@ -70,9 +70,10 @@ __device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int hea
         if (i < groups) kv[0][i] = load16(krow + i * kstep);
         if (i < vloads) kv[1][i] = load16(vrow + i * vstep);
     }
-    // One chain that starts with the last load issued: no load can be consumed (and its
-    // registers freed) before every load of the unit is in flight. (Consumed in issue order,
-    // ptxas interleaved loads and uses: 40 registers, four loads in flight.)
+    // One chain through every load, consumed from the last. It keeps all 32 (16 for fp8) loads
+    // of the unit in flight before the first use only together with the build's 168-register
+    // budget (paged_read_ceiling.py): below that, ptxas interleaved loads and uses, with as
+    // few as four loads in flight (checked in the SASS).
     uint32_t acc = 0;
 #pragma unroll
     for (int i = 15; i >= 0; --i) {
@@ -80,6 +81,14 @@ __device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int hea
         if (i < groups) acc = xor4(acc, kv[0][i]);
     }
     return acc;
+}
+
+// The tiles [t0, t1) of split `split`, as the decode kernel divides a sequence.
+__device__ __forceinline__ void split_tiles(const Pattern& p, int split, int& t0, int& t1) {
+    const int tiles = p.seq_len / 32;
+    const int per = (tiles + p.splits - 1) / p.splits;
+    t0 = split * per;
+    t1 = min(tiles, t0 + per);
 }
 
 template <int kElem>
@@ -90,9 +99,8 @@ __global__ void read_per_head(Pattern p) {
     item /= p.splits;
     const int head = item % p.heads;
     const int seq = item / p.heads;
-    const int tiles = p.seq_len / 32;
-    const int per = (tiles + p.splits - 1) / p.splits;
-    const int t0 = split * per, t1 = min(tiles, t0 + per);
+    int t0, t1;
+    split_tiles(p, split, t0, t1);
     uint32_t acc = 0;
 #pragma unroll 1
     for (int t = t0 + wave; t < t1; t += warps) acc ^= read_unit<kElem>(p, seq, head, t, lane);
@@ -104,9 +112,8 @@ __global__ void read_heads_together(Pattern p) {
     const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int split = blockIdx.x % p.splits;
     const int seq = blockIdx.x / p.splits;
-    const int tiles = p.seq_len / 32;
-    const int per = (tiles + p.splits - 1) / p.splits;
-    const int t0 = split * per, t1 = min(tiles, t0 + per);
+    int t0, t1;
+    split_tiles(p, split, t0, t1);
     const int units = (t1 - t0) * p.heads;
     uint32_t acc = 0;
 #pragma unroll 1
