@@ -13,6 +13,8 @@
 // flight before any is used):
 //   0 per head: work-group = (seq, head, split), warps take consecutive tiles of that head (the
 //     decode kernel's order);
+//   3 per head in lockstep: order 0 with a barrier per round of tiles (the decode kernel's
+//     `lockstep` for blocks longer than a tile), so the warps' pieces of a row go out together;
 //   1 heads together: work-group = (seq, split), its warps take the heads of a tile together, then
 //     the next tile (all of a block's heads, one dense span at block 16, at about the same time);
 //   2 contiguous: the same bytes as one dense span per work-group (no table; the ideal).
@@ -45,7 +47,19 @@ __device__ __forceinline__ uint32_t xor4(uint32_t acc, uint4 a) {
 
 // Reads one unit (tile `tile` of head `head` of sequence `seq`) with one warp. Head size 128,
 // kElem bytes per element (compile-time: the loads' offsets fold, as in the decode kernel).
-template <int kElem>
+// Values through shared memory as the decode kernel reads them (kStage 1: cp.async.cg, 2:
+// cp.async.ca into a per-warp stage, waited for and read back before use; 3 and 4: .cg with
+// the L2 prefetch hint of 256 or 128 bytes); 0: registers.
+template <int kStage>
+__device__ __forceinline__ void stage_copy(uint4* dst, const unsigned char* src) {
+    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    if (kStage == 1) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+    else if (kStage == 3) asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+    else if (kStage == 4) asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+
+template <int kElem, int kStage = 0>
 __device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int head, int tile, int lane) {
     constexpr int kHead = 128;
     const int32_t* tab = p.table + static_cast<int64_t>(seq) * p.table_width;
@@ -65,10 +79,26 @@ __device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int hea
     const int64_t vstep = static_cast<int64_t>(32 / runs) * p.bs * kElem;  // between a lane's dims
     constexpr int vloads = kHead * runs / 32;
     uint4 kv[2][16];
+    if (kStage != 0) {
+        // The warp's stage: 16 chunks of 16 bytes per lane (dynamic shared memory).
+        extern __shared__ uint4 stage[];
+        uint4* mine = stage + (threadIdx.x / 32) * 16 * 32 + lane;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-        if (i < groups) kv[0][i] = load16(krow + i * kstep);
-        if (i < vloads) kv[1][i] = load16(vrow + i * vstep);
+        for (int i = 0; i < 16; ++i)
+            if (i < groups) kv[0][i] = load16(krow + i * kstep);
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+            if (i < vloads) stage_copy<kStage>(mine + i * 32, vrow + i * vstep);
+        asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+            if (i < vloads) kv[1][i] = mine[i * 32];
+    } else {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            if (i < groups) kv[0][i] = load16(krow + i * kstep);
+            if (i < vloads) kv[1][i] = load16(vrow + i * vstep);
+        }
     }
     // One chain through every load, consumed from the last. It keeps all 32 (16 for fp8) loads
     // of the unit in flight before the first use only together with the build's 168-register
@@ -91,7 +121,7 @@ __device__ __forceinline__ void split_tiles(const Pattern& p, int split, int& t0
     t1 = min(tiles, t0 + per);
 }
 
-template <int kElem>
+template <int kElem, int kStage = 0>
 __global__ void read_per_head(Pattern p) {
     const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
     int item = blockIdx.x;
@@ -103,7 +133,64 @@ __global__ void read_per_head(Pattern p) {
     split_tiles(p, split, t0, t1);
     uint32_t acc = 0;
 #pragma unroll 1
-    for (int t = t0 + wave; t < t1; t += warps) acc ^= read_unit<kElem>(p, seq, head, t, lane);
+    for (int t = t0 + wave; t < t1; t += warps) acc ^= read_unit<kElem, kStage>(p, seq, head, t, lane);
+    p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+template <int kElem, int kStage = 0>
+__global__ void read_per_head_lockstep(Pattern p) {
+    const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int item = blockIdx.x;
+    const int split = item % p.splits;
+    item /= p.splits;
+    const int head = item % p.heads;
+    const int seq = item / p.heads;
+    int t0, t1;
+    split_tiles(p, split, t0, t1);
+    uint32_t acc = 0;
+#pragma unroll 1
+    for (int r = t0; r < t1; r += warps) {
+        __syncthreads();
+        if (r + wave < t1) acc ^= read_unit<kElem, kStage>(p, seq, head, r + wave, lane);
+    }
+    p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+// Order 3 paced instead of barriered: a warp reads round r once every warp has issued round
+// r - 1 (an mbarrier phase per round; kTry: try_wait, which suspends the warp, else a
+// test_wait spin). The warps stay within one round of each other without waiting together.
+template <int kElem, bool kTry>
+__global__ void read_per_head_paced(Pattern p) {
+    __shared__ uint64_t bar;
+    const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(&bar));
+    if (threadIdx.x == 0) asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(a), "r"(warps) : "memory");
+    __syncthreads();
+    int item = blockIdx.x;
+    const int split = item % p.splits;
+    item /= p.splits;
+    const int head = item % p.heads;
+    const int seq = item / p.heads;
+    int t0, t1;
+    split_tiles(p, split, t0, t1);
+    uint32_t acc = 0;
+    int round = 0;
+#pragma unroll 1
+    for (int r = t0; r < t1; r += warps, ++round) {
+        if (round > 0) {
+            uint32_t done;
+            do {
+                if (kTry)
+                    asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared.b64 q, [%1], %2;\n\tselp.u32 %0, 1, 0, q;\n\t}\n"
+                                 : "=r"(done) : "r"(a), "r"((round - 1) & 1) : "memory");
+                else
+                    asm volatile("{\n\t.reg .pred q;\n\tmbarrier.test_wait.parity.shared.b64 q, [%1], %2;\n\tselp.u32 %0, 1, 0, q;\n\t}\n"
+                                 : "=r"(done) : "r"(a), "r"((round - 1) & 1) : "memory");
+            } while (!done);
+        }
+        if (r + wave < t1) acc ^= read_unit<kElem>(p, seq, head, r + wave, lane);
+        if (lane == 0) asm volatile("{\n\t.reg .b64 st;\n\tmbarrier.arrive.shared.b64 st, [%0];\n\t}\n" ::"r"(a) : "memory");
+    }
     p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
@@ -152,6 +239,29 @@ extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
     if (order == 0) {
         if (p.elem == 2) read_per_head<2><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
         else read_per_head<1><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
+    } else if (order == 3) {
+        if (p.elem == 2) read_per_head_lockstep<2><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
+        else read_per_head_lockstep<1><<<p.seqs * p.heads * p.splits, threads, 0, s>>>(p);
+    } else if (order == 8 || order == 9) {
+        const int n = p.seqs * p.heads * p.splits;
+        if (p.elem != 2) return -1;
+        if (order == 8) read_per_head_paced<2, false><<<n, threads, 0, s>>>(p);
+        else read_per_head_paced<2, true><<<n, threads, 0, s>>>(p);
+    } else if (order >= 4 && order <= 7) {
+        // Values staged through shared memory: 4/5 lockstep with cp.async .cg/.ca, 6/7 free.
+        const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;
+        if (p.elem != 2) return -1;
+        if (order == 4) read_per_head_lockstep<2, 1><<<n, threads, smem, s>>>(p);
+        if (order == 5) read_per_head_lockstep<2, 2><<<n, threads, smem, s>>>(p);
+        if (order == 6) read_per_head<2, 1><<<n, threads, smem, s>>>(p);
+        if (order == 7) read_per_head<2, 2><<<n, threads, smem, s>>>(p);
+    } else if (order >= 10 && order <= 12) {
+        // Values by cp.async.cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free 128 B.
+        const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;
+        if (p.elem != 2) return -1;
+        if (order == 10) read_per_head_lockstep<2, 3><<<n, threads, smem, s>>>(p);
+        if (order == 11) read_per_head<2, 3><<<n, threads, smem, s>>>(p);
+        if (order == 12) read_per_head<2, 4><<<n, threads, smem, s>>>(p);
     } else if (order == 1) {
         if (p.elem == 2) read_heads_together<2><<<p.seqs * p.splits, threads, 0, s>>>(p);
         else read_heads_together<1><<<p.seqs * p.splits, threads, 0, s>>>(p);

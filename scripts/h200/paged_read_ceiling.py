@@ -9,6 +9,13 @@ copy bandwidth measured in the same run. Timed like bench.py (events, L2 flushed
 median).
 
   PYTHONPATH=python python3 scripts/h200/paged_read_ceiling.py [--out DIR]   (needs torch, nvcc)
+
+PKV_CEIL_ONLY: a substring of the case names to run (default: all). PKV_CEIL_RUNS: the runs per
+case as order:threads:split-multiplier words (orders: 0 per head, 1 heads together, 2 dense
+span, 3 per head in lockstep, 4/5 lockstep with values through shared memory by cp.async
+.cg/.ca, 6/7 the same with free warps, 8/9 order 3 paced (warps within one round) by an
+mbarrier's test_wait spin / try_wait, 10/11 orders 4/6 with the L2 prefetch hint of 256 bytes, 12
+order 6 with 128 bytes; default: orders 0-2 at 96 and 128 threads, and 96 with 4x splits).
 """
 import argparse
 import ctypes
@@ -79,25 +86,36 @@ def main() -> int:
         ("B64 L4k bs16 fp8", 64, 4096, 16, 1, False, 1),
     ]
     heads, head_size = 8, 128
+    labels = {0: "per head", 1: "heads together", 2: "contiguous", 3: "per head, lockstep",
+              4: "lockstep, V by cp.async.cg", 5: "lockstep, V by cp.async.ca", 6: "free, V by cp.async.cg",
+              7: "free, V by cp.async.ca", 8: "paced, test_wait spin", 9: "paced, try_wait",
+              10: "lockstep, V .cg L2::256B", 11: "free, V .cg L2::256B", 12: "free, V .cg L2::128B"}
+    default_runs = " ".join(f"{o}:{t}:{m}" for o in (0, 1, 2) for t, m in ((96, 1), (128, 1), (96, 4)))
+    runs = [tuple(int(x) for x in w.split(":")) for w in os.environ.get("PKV_CEIL_RUNS", default_runs).split()]
+    only = os.environ.get("PKV_CEIL_ONLY", "")
     for name, seqs, seq_len, bs, elem, hybrid, splits in cases:
+        if only not in name:
+            continue
         base, k, v, blk, table = layout(seqs, seq_len, bs, heads, head_size, elem, hybrid)
         row = head_size * elem
         nbytes = 2 * seqs * seq_len * heads * row
-        for order, label in ((0, "per head"), (1, "heads together"), (2, "contiguous")):
-            for threads, sp in ((96, splits), (128, splits), (96, 4 * splits)):
-                # The dense span: the first and second halves of the same buffer.
-                pk, pv = (base.data_ptr(), base.data_ptr() + nbytes // 2) if order == 2 else (k, v)
-                p = Pattern(pk, pv, table.data_ptr(), blk, bs * row, elem, head_size, table.shape[1], bs, seqs, heads,
-                            seq_len, sp, sink.data_ptr())
-                if order == 1:
-                    p.splits = sp * heads  # as many work-groups as per head
-                call = lambda: lib.paged_read(order, p, threads, ctypes.c_void_p(stream))  # noqa: E731
-                assert call() == 0
-                torch.cuda.synchronize()
-                t = timed(call, 30, flush)
-                gbps = nbytes / (t * 1e-6) / 1e9
-                print(f"{name:24s} {label:15s} threads {threads:3d} splits {sp:2d}: {t:8.1f} us "
-                      f"{gbps:6.0f} GB/s {100 * gbps / ceiling:6.1f}% of copy", flush=True)
+        for order, threads, mult in runs:
+            label, sp = labels[order], mult * splits
+            if order >= 4 and elem != 2:
+                continue  # (the staged orders are 16-bit only)
+            # The dense span: the first and second halves of the same buffer.
+            pk, pv = (base.data_ptr(), base.data_ptr() + nbytes // 2) if order == 2 else (k, v)
+            p = Pattern(pk, pv, table.data_ptr(), blk, bs * row, elem, head_size, table.shape[1], bs, seqs, heads,
+                        seq_len, sp, sink.data_ptr())
+            if order == 1:
+                p.splits = sp * heads  # as many work-groups as per head
+            call = lambda: lib.paged_read(order, p, threads, ctypes.c_void_p(stream))  # noqa: E731
+            assert call() == 0
+            torch.cuda.synchronize()
+            t = timed(call, 30, flush)
+            gbps = nbytes / (t * 1e-6) / 1e9
+            print(f"{name:24s} {label:15s} threads {threads:3d} splits {sp:2d}: {t:8.1f} us "
+                  f"{gbps:6.0f} GB/s {100 * gbps / ceiling:6.1f}% of copy", flush=True)
         del base
         torch.cuda.empty_cache()
     return 0
