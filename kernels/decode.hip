@@ -813,6 +813,12 @@ PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const 
 // cp.async: a global -> shared copy that stays in flight without holding a register. `valid`
 // false copies nothing and zero-fills (the source is then never read). 16-byte copies go
 // through L1 (`.ca`) when `l1`, else around it (`.cg`); 8-byte copies only have `.ca`.
+// The `.cg` copies serve blocks longer than a tile, where a warp reads each value row as a
+// 64-byte piece: they ask the L2 to fetch the piece's whole 128-byte line (`.L2::128B`), so
+// that DRAM serves each row in 128-byte bursts and the next tile's piece is an L2 hit. A
+// read-only kernel with this order streams at 98.7% of the copy rate with the hint and 89.5%
+// without (B64 L4k block 2048; 256 bytes: 97.7, and 91.7 at block 544, whose rows are not
+// 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12).
 template <int kBytes>
 PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -820,7 +826,7 @@ PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
                      : "memory");
     } else if (kBytes == 16) {
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
+        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
                      : "memory");
     } else {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 8 : 0)
@@ -1076,7 +1082,10 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // barrier per round), so that their pieces of each key and value row (512 and 64 bytes
     // per warp in a 2048-slot block) reach DRAM together as longer bursts (B64 L4k block 2048:
     // 77 -> 83.5% of copy). Not for head sizes above 128: with two work-groups per SM the
-    // barrier cost more than it gained (head 256: 75.4 -> 72.7%).
+    // barrier cost more than it gained (head 256: 75.4 -> 72.7%). Still worth its barrier with
+    // the L2 hint of the value copies (copy_async): without it, block 2048 measured 89.3%
+    // against 91.1 (docs/performance.md, session 10). Pacing the warps within one round of
+    // each other (an mbarrier) instead of the barrier lost 6-9 points.
     const bool lockstep = kMaxD <= 128 && p.block_size > MMA_TILE;
     // 16-bit value copies through L1 (`cp.async.ca`) for blocks up to a tile, around it
     // (`.cg`) for longer ones. At block 16 a lane pair's copies share a 32-byte sector (a
