@@ -818,7 +818,8 @@ PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const 
 // that DRAM serves each row in 128-byte bursts and the next tile's piece is an L2 hit. A
 // read-only kernel with this order streams at 98.7% of the copy rate with the hint and 89.5%
 // without (B64 L4k block 2048; 256 bytes: 97.7, and 91.7 at block 544, whose rows are not
-// 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12).
+// 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12). This kernel with 256 bytes
+// measured 0.8-2.2 points below 128 (docs/performance.md, session 10).
 template <int kBytes>
 PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -1082,7 +1083,8 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // barrier per round), so that their pieces of each key and value row (512 and 64 bytes
     // per warp in a 2048-slot block) reach DRAM together as longer bursts (B64 L4k block 2048:
     // 77 -> 83.5% of copy). Not for head sizes above 128: with two work-groups per SM the
-    // barrier cost more than it gained (head 256: 75.4 -> 72.7%). Still worth its barrier with
+    // barrier cost more than it gained (head 256: 75.4 -> 72.7%; with the hinted value copies
+    // below, 90.4 -> 87.4). Still worth its barrier with
     // the L2 hint of the value copies (copy_async): without it, block 2048 measured 89.3%
     // against 91.1 (docs/performance.md, session 10). Pacing the warps within one round of
     // each other (an mbarrier) instead of the barrier lost 6-9 points.
