@@ -121,16 +121,25 @@ __device__ __forceinline__ void split_tiles(const Pattern& p, int split, int& t0
     t1 = min(tiles, t0 + per);
 }
 
+// What a per-head work-group reads: work-group = (seq, head, split), the split's tiles [t0, t1).
+struct HeadItem {
+    int seq, head, t0, t1;
+};
+__device__ __forceinline__ HeadItem head_item(const Pattern& p) {
+    HeadItem it;
+    const int split = blockIdx.x % p.splits;
+    const int item = blockIdx.x / p.splits;
+    it.head = item % p.heads;
+    it.seq = item / p.heads;
+    split_tiles(p, split, it.t0, it.t1);
+    return it;
+}
+
 template <int kElem, int kStage = 0>
 __global__ void read_per_head(Pattern p) {
     const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int item = blockIdx.x;
-    const int split = item % p.splits;
-    item /= p.splits;
-    const int head = item % p.heads;
-    const int seq = item / p.heads;
-    int t0, t1;
-    split_tiles(p, split, t0, t1);
+    const HeadItem it = head_item(p);
+    const int seq = it.seq, head = it.head, t0 = it.t0, t1 = it.t1;
     uint32_t acc = 0;
 #pragma unroll 1
     for (int t = t0 + wave; t < t1; t += warps) acc ^= read_unit<kElem, kStage>(p, seq, head, t, lane);
@@ -140,13 +149,8 @@ __global__ void read_per_head(Pattern p) {
 template <int kElem, int kStage = 0>
 __global__ void read_per_head_lockstep(Pattern p) {
     const int warps = blockDim.x / 32, wave = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int item = blockIdx.x;
-    const int split = item % p.splits;
-    item /= p.splits;
-    const int head = item % p.heads;
-    const int seq = item / p.heads;
-    int t0, t1;
-    split_tiles(p, split, t0, t1);
+    const HeadItem it = head_item(p);
+    const int seq = it.seq, head = it.head, t0 = it.t0, t1 = it.t1;
     uint32_t acc = 0;
 #pragma unroll 1
     for (int r = t0; r < t1; r += warps) {
@@ -166,13 +170,8 @@ __global__ void read_per_head_paced(Pattern p) {
     const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(&bar));
     if (threadIdx.x == 0) asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(a), "r"(warps) : "memory");
     __syncthreads();
-    int item = blockIdx.x;
-    const int split = item % p.splits;
-    item /= p.splits;
-    const int head = item % p.heads;
-    const int seq = item / p.heads;
-    int t0, t1;
-    split_tiles(p, split, t0, t1);
+    const HeadItem it = head_item(p);
+    const int seq = it.seq, head = it.head, t0 = it.t0, t1 = it.t1;
     uint32_t acc = 0;
     int round = 0;
 #pragma unroll 1
