@@ -1083,11 +1083,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // barrier per round), so that their pieces of each key and value row (512 and 64 bytes
     // per warp in a 2048-slot block) reach DRAM together as longer bursts (B64 L4k block 2048:
     // 77 -> 83.5% of copy). Not for head sizes above 128: with two work-groups per SM the
-    // barrier cost more than it gained (head 256: 75.4 -> 72.7%; with the hinted value copies
-    // below, 90.4 -> 87.4). Still worth its barrier with
-    // the L2 hint of the value copies (copy_async): without it, block 2048 measured 89.3%
-    // against 91.1 (docs/performance.md, session 10). Pacing the warps within one round of
-    // each other (an mbarrier) instead of the barrier lost 6-9 points.
+    // barrier cost more than it gained (head 256: 75.4 -> 72.7%; with the L2 hint of the value
+    // copies, see copy_async, 90.4 -> 87.4). At head 128 the barrier still pays with the hint:
+    // without the barrier, block 2048 measured 89.3% against 91.1 (docs/performance.md,
+    // session 10). Pacing the warps within one round of each other (an mbarrier) instead of
+    // the barrier lost 6-9 points.
     const bool lockstep = kMaxD <= 128 && p.block_size > MMA_TILE;
     // 16-bit value copies through L1 (`cp.async.ca`) for blocks up to a tile, around it
     // (`.cg`) for longer ones. At block 16 a lane pair's copies share a 32-byte sector (a
