@@ -254,13 +254,15 @@ extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
         if (order == 5) read_per_head_lockstep<2, 2><<<n, threads, smem, s>>>(p);
         if (order == 6) read_per_head<2, 1><<<n, threads, smem, s>>>(p);
         if (order == 7) read_per_head<2, 2><<<n, threads, smem, s>>>(p);
-    } else if (order >= 10 && order <= 12) {
-        // Values by cp.async.cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free 128 B.
+    } else if (order >= 10 && order <= 13) {
+        // Values by cp.async.cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free
+        // 128 B, 13 lockstep 128 B (the decode kernel's order for blocks longer than a tile).
         const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;
         if (p.elem != 2) return -1;
         if (order == 10) read_per_head_lockstep<2, 3><<<n, threads, smem, s>>>(p);
         if (order == 11) read_per_head<2, 3><<<n, threads, smem, s>>>(p);
         if (order == 12) read_per_head<2, 4><<<n, threads, smem, s>>>(p);
+        if (order == 13) read_per_head_lockstep<2, 4><<<n, threads, smem, s>>>(p);
     } else if (order == 1) {
         if (p.elem == 2) read_heads_together<2><<<p.seqs * p.splits, threads, 0, s>>>(p);
         else read_heads_together<1><<<p.seqs * p.splits, threads, 0, s>>>(p);

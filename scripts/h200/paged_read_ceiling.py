@@ -15,7 +15,8 @@ case as order:threads:split-multiplier words (orders: 0 per head, 1 heads togeth
 span, 3 per head in lockstep, 4/5 lockstep with values through shared memory by cp.async
 .cg/.ca, 6/7 the same with free warps, 8/9 order 3 paced (warps within one round) by an
 mbarrier's test_wait spin / try_wait, 10/11 orders 4/6 with the L2 prefetch hint of 256 bytes, 12
-order 6 with 128 bytes; default: orders 0-2 at 96 and 128 threads, and 96 with 4x splits).
+order 6 with 128 bytes, 13 order 4 with 128 bytes (the decode kernel's order at blocks longer
+than a tile); default: orders 0-2 at 96 and 128 threads, and 96 with 4x splits).
 """
 import argparse
 import ctypes
@@ -89,7 +90,8 @@ def main() -> int:
     labels = {0: "per head", 1: "heads together", 2: "contiguous", 3: "per head, lockstep",
               4: "lockstep, V by cp.async.cg", 5: "lockstep, V by cp.async.ca", 6: "free, V by cp.async.cg",
               7: "free, V by cp.async.ca", 8: "paced, test_wait spin", 9: "paced, try_wait",
-              10: "lockstep, V .cg L2::256B", 11: "free, V .cg L2::256B", 12: "free, V .cg L2::128B"}
+              10: "lockstep, V .cg L2::256B", 11: "free, V .cg L2::256B", 12: "free, V .cg L2::128B",
+              13: "lockstep, V .cg L2::128B"}
     default_runs = " ".join(f"{o}:{t}:{m}" for o in (0, 1, 2) for t, m in ((96, 1), (128, 1), (96, 4)))
     runs = [tuple(int(x) for x in w.split(":")) for w in os.environ.get("PKV_CEIL_RUNS", default_runs).split()]
     only = os.environ.get("PKV_CEIL_ONLY", "")
