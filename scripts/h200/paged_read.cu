@@ -17,7 +17,9 @@
 //     `lockstep` for blocks longer than a tile), so the warps' pieces of a row go out together;
 //   1 heads together: work-group = (seq, split), its warps take the heads of a tile together, then
 //     the next tile (all of a block's heads, one dense span at block 16, at about the same time);
-//   2 contiguous: the same bytes as one dense span per work-group (no table; the ideal).
+//   2 contiguous: the same bytes as one dense span per work-group (no table; the ideal);
+//   4-7 and 10-13: orders 0 and 3 with the values staged through shared memory by cp.async,
+//     8 and 9: order 3 paced by an mbarrier (see paged_read below and the kernels).
 #include <cstdint>
 
 struct Pattern {
@@ -232,6 +234,14 @@ __global__ void read_contiguous(Pattern p, int64_t bytes_per_group) {
     p.sink[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
+// A per-head order with the values staged by `stage_copy<kStage>` (16-bit caches), free or in lockstep.
+template <int kStage>
+void launch_staged(bool lockstep, const Pattern& p, int threads, cudaStream_t s) {
+    const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;  // 16 chunks per lane
+    if (lockstep) read_per_head_lockstep<2, kStage><<<n, threads, smem, s>>>(p);
+    else read_per_head<2, kStage><<<n, threads, smem, s>>>(p);
+}
+
 extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (p.head_size != 128 || (p.elem != 1 && p.elem != 2)) return -1;
@@ -246,23 +256,16 @@ extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
         if (p.elem != 2) return -1;
         if (order == 8) read_per_head_paced<2, false><<<n, threads, 0, s>>>(p);
         else read_per_head_paced<2, true><<<n, threads, 0, s>>>(p);
-    } else if (order >= 4 && order <= 7) {
-        // Values staged through shared memory: 4/5 lockstep with cp.async .cg/.ca, 6/7 free.
-        const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;
+    } else if ((order >= 4 && order <= 7) || (order >= 10 && order <= 13)) {
+        // Values staged through shared memory (16-bit only): 4/5 lockstep with cp.async .cg/.ca,
+        // 6/7 free; .cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free 128 B,
+        // 13 lockstep 128 B (the decode kernel's order for blocks longer than a tile).
         if (p.elem != 2) return -1;
-        if (order == 4) read_per_head_lockstep<2, 1><<<n, threads, smem, s>>>(p);
-        if (order == 5) read_per_head_lockstep<2, 2><<<n, threads, smem, s>>>(p);
-        if (order == 6) read_per_head<2, 1><<<n, threads, smem, s>>>(p);
-        if (order == 7) read_per_head<2, 2><<<n, threads, smem, s>>>(p);
-    } else if (order >= 10 && order <= 13) {
-        // Values by cp.async.cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free
-        // 128 B, 13 lockstep 128 B (the decode kernel's order for blocks longer than a tile).
-        const int n = p.seqs * p.heads * p.splits, smem = threads / 32 * 16 * 32 * 16;
-        if (p.elem != 2) return -1;
-        if (order == 10) read_per_head_lockstep<2, 3><<<n, threads, smem, s>>>(p);
-        if (order == 11) read_per_head<2, 3><<<n, threads, smem, s>>>(p);
-        if (order == 12) read_per_head<2, 4><<<n, threads, smem, s>>>(p);
-        if (order == 13) read_per_head_lockstep<2, 4><<<n, threads, smem, s>>>(p);
+        const bool lockstep = order == 4 || order == 5 || order == 10 || order == 13;
+        if (order == 4 || order == 6) launch_staged<1>(lockstep, p, threads, s);
+        if (order == 5 || order == 7) launch_staged<2>(lockstep, p, threads, s);
+        if (order == 10 || order == 11) launch_staged<3>(lockstep, p, threads, s);
+        if (order == 12 || order == 13) launch_staged<4>(lockstep, p, threads, s);
     } else if (order == 1) {
         if (p.elem == 2) read_heads_together<2><<<p.seqs * p.splits, threads, 0, s>>>(p);
         else read_heads_together<1><<<p.seqs * p.splits, threads, 0, s>>>(p);

@@ -104,7 +104,7 @@ def main() -> int:
         for order, threads, mult in runs:
             label, sp = labels[order], mult * splits
             if order >= 4 and elem != 2:
-                continue  # (the staged orders are 16-bit only)
+                continue  # (orders 4 and up, staged or paced, are 16-bit only)
             # The dense span: the first and second halves of the same buffer.
             pk, pv = (base.data_ptr(), base.data_ptr() + nbytes // 2) if order == 2 else (k, v)
             p = Pattern(pk, pv, table.data_ptr(), blk, bs * row, elem, head_size, table.shape[1], bs, seqs, heads,
