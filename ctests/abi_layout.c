@@ -76,7 +76,7 @@ static const line actual[] = {
     FIELD(pkv_paged_attention_args, sm_scale)
     FIELD(pkv_paged_attention_args, sliding_window)
     FIELD(pkv_paged_attention_args, logits_soft_cap)
-    FIELD(pkv_paged_attention_args, reserved)
+    FIELD(pkv_paged_attention_args, max_query_len)
 
     STRUCT(pkv_attention_plan)
     FIELD(pkv_attention_plan, struct_size)

@@ -375,9 +375,15 @@ typedef struct pkv_paged_attention_args {
    */
   float logits_soft_cap;
   /**
-   * Reserved; set to 0.
+   * The most query tokens any one sequence of the batch has (vLLM's `max_query_len`), or 0
+   * when unknown. With 1, a decode-only batch, the GPU backend does not launch its kernel
+   * for longer queries: the decode kernel serves every row, and the output rows of a
+   * sequence with more query tokens than promised are set to NaN (the CPU backend, which
+   * reads the offsets, refuses such a batch). Rows past `query_start_loc[num_seqs]` (graph
+   * padding) are allowed as always. Other values change nothing today. (This field was
+   * `reserved`, set to 0: same place, and 0 keeps its meaning.)
    */
-  uint32_t reserved;
+  uint32_t max_query_len;
 } pkv_paged_attention_args;
 
 /**

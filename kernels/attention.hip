@@ -223,21 +223,20 @@ PKV_DEVICE void paged_attention_body(const pkv_attention_params& p_arg) {
     if (kCache == PKV_DT_U8) sm.lut[tid] = fp8_decode(p.kv_fp8, static_cast<uint32_t>(tid));
 
     // ---- Which sequence and which of its query tokens this work-group serves.
+    // q-blocks of sequence i start at query_start_loc[i] / block_q + i (an upper-bound numbering
+    // that needs no prefix sum): the owner is the last i whose start <= qb (0 if none), i.e. the
+    // number of i >= 1 whose start <= qb. Counted by all threads, a round trip per 256
+    // sequences, rather than by a binary search of one thread (a dependent load per halving:
+    // after a decode-only batch's decode kernel this grid's prologue was its whole time, 7-8
+    // us for B64; docs/performance.md, session 11). Malformed offsets still give one owner.
+    const int qb = blockIdx.x;
+    const int bq = p.block_q;
+    int s = 0;
+    for (int i0 = 1; i0 < p.num_seqs; i0 += ATT_THREADS) {
+        const int i = i0 + tid;
+        s += __syncthreads_count(i < p.num_seqs && qsl_at(p, i) / bq + i <= qb);
+    }
     if (tid == 0) {
-        const int qb = blockIdx.x;
-        const int bq = p.block_q;
-        // q-blocks of sequence i start at query_start_loc[i] / block_q + i (an upper-bound
-        // numbering that needs no prefix sum): the owner is the last i whose start <= qb.
-        int lo = 0, hi = p.num_seqs - 1;
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) / 2;
-            if (qsl_at(p, mid) / bq + mid <= qb) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        const int s = lo;
         const int q_begin = qsl_at(p, s);
         const int q_end = max(q_begin, qsl_at(p, s + 1));
         const int q_len = q_end - q_begin;
@@ -631,11 +630,15 @@ PKV_DEVICE void paged_attention_body(const pkv_attention_params& p_arg) {
 // the decode kernel or of its split reduce (p.overlap_after_decode): it reads nothing they write
 // and writes nothing they read (other output rows, its own workspace region), so it runs
 // alongside their end; but a kernel later in the stream may start only when all of this call's
-// work is done, so every work-group waits for the earlier kernel before it exits.
+// work is done, so one work-group waits for the earlier kernel before it exits: this kernel then
+// completes after that one. The others exit as soon as their rows are done (at once for decode
+// rows), so that the grid drains beside the decode kernel's last work-groups. (With every
+// work-group waiting, a B64 decode-only batch's grid of ~550 work-groups, two waves, ended
+// 7-8 us after the decode kernel; docs/performance.md, session 11.)
 template <int kQuery, int kCache>
 __global__ void PKV_LAUNCH_BOUNDS(ATT_THREADS, ATT_MIN_BLOCKS) paged_attention_kernel(pkv_attention_params p) {
     paged_attention_body<kQuery, kCache>(p);
-    pkv_wait_prior_grids();
+    if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) pkv_wait_prior_grids();
 }
 
 // Merges the splits of one query row: out = sum_j w_j acc_j / sum_j w_j l_j, w_j = e^(m_j - M).

@@ -312,6 +312,33 @@ struct DecodeItem {
     int seq, y, split;
 };
 
+// A sequence with more than one query token although the caller bounded every query to one
+// (`decode_covers_all`: max_query_len = 1, so no general kernel runs): split 0's work-groups
+// set its rows of their query heads to NaN, so that the broken bound shows in the output
+// instead of leaving those rows as they were. q_begin and q_end come clamped to [0, num_tokens].
+template <int kOut>
+PKV_DEVICE void poison_rows(const pkv_attention_params& p, const DecodeItem& item, int q_begin, int q_end) {
+    if (!p.decode_covers_all || item.split != 0 || q_end - q_begin < 2) return;
+    const int hgs = p.decode_head_groups;
+    const int kvh = item.y / hgs, hg = item.y - (item.y / hgs) * hgs;
+    const int G = p.num_q_heads / p.num_kv_heads;
+    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
+    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const int nch = p.head_size / CHUNK;
+    float v[CHUNK];
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) v[i] = __int_as_float(0x7fc00000);
+    const int64_t n = static_cast<int64_t>(q_end - q_begin) * hpc * nch;
+    for (int64_t u = threadIdx.x; u < n; u += blockDim.x) {
+        const int c = static_cast<int>(u % nch);
+        const int64_t r = u / nch;
+        const int64_t off = (q_begin + r / hpc) * p.output_strides[0] +
+                            static_cast<int64_t>(qh0 + static_cast<int>(r % hpc)) * p.output_strides[1] +
+                            static_cast<int64_t>(c) * CHUNK * p.output_strides[2];
+        store_out8<kOut>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, 1.0f);
+    }
+}
+
 // Longest first (`decode_order`, set by the planner when the grid is more than one wave of
 // resident work-groups and the batch has at most DECODE_ORDER_MAX_SEQS sequences): the
 // hardware starts work-groups in the order of their linear index, and a long sequence whose
@@ -385,7 +412,11 @@ __global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMA
     const DecodeItem item = decode_item(p, reinterpret_cast<int*>(&s_acc[0][0][0]));
     const int seq = item.seq;
     const int q_begin = qsl_at(p, seq);
-    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
+    const int q_end = qsl_at(p, seq + 1);
+    if (q_end - q_begin != 1) {  // uniform: not a decode row
+        poison_rows<kQuery>(p, item, q_begin, q_end);
+        return;
+    }
 
     const int hgs = p.decode_head_groups;
     const int kvh = item.y / hgs;
@@ -944,7 +975,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // work-group's dependent loads before its first keys are one round trip fewer.
     const int32_t seq_len_raw = p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride];
     const int q_begin = qsl_at(p, seq);
-    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform: not a decode row
+    const int q_end = qsl_at(p, seq + 1);
+    if (q_end - q_begin != 1) {  // uniform: not a decode row
+        poison_rows<kQuery>(p, item, q_begin, q_end);
+        return;
+    }
 
     const int hgs = p.decode_head_groups;
     const int kvh = item.y / hgs;
@@ -1477,13 +1512,16 @@ __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_p
     __shared__ __attribute__((aligned(16))) float s_num[kThreads][CHUNK];
     // Launched as a programmatic dependent of the decode kernel where the device allows: the
     // general kernel after it may be scheduled now; wait for the partials before reading them.
+    // The query offsets are the caller's (the decode kernel writes only partials and output
+    // rows), so they load before the wait: after it, the partials are the only round trip.
     pkv_allow_next_grid();
-    pkv_wait_prior_grids();
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
     const int tid = threadIdx.x;
     const int q_begin = qsl_at(p, seq);
-    if (qsl_at(p, seq + 1) - q_begin != 1) return;  // uniform
+    const bool decode_row = qsl_at(p, seq + 1) - q_begin == 1;
+    pkv_wait_prior_grids();  // (before any exit: this kernel's completion implies the decode kernel's)
+    if (!decode_row) return;  // uniform
     const int D = p.head_size;
     const int S = p.decode_splits;
     const int nch = D / CHUNK;

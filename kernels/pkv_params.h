@@ -131,6 +131,7 @@ typedef struct {
     int32_t decode_order;     // 1: decode work-groups serve sequences longest first (decode.hip decode_item)
     int32_t key_fast;         // 1: the decode tensor-core kernel's run-folded twin serves these keys (decode.hip kFast)
     int32_t overlap_after_decode;  // 1: the decode reduce and the general kernel are programmatic dependents (sm_90+)
+    int32_t decode_covers_all;  // 1: max_query_len = 1, no general kernel: decode.hip sets longer queries' rows to NaN
 } pkv_attention_params;
 
 #ifdef __cplusplus

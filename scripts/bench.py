@@ -189,7 +189,8 @@ def build_attention(case: AttnCase):
     if fp8:
         scales = dict(k_scale=torch.tensor([0.02], device=DEV), v_scale=torch.tensor([0.03], device=DEV))
     args = (query, key_cache, value_cache, table, seq_lens, qsl)
-    kwargs = dict(kv_cache_dtype=case.kv_cache_dtype, **scales)
+    # The longest query, as vLLM passes it (decode-only batches: 1, so only the decode kernel runs).
+    kwargs = dict(kv_cache_dtype=case.kv_cache_dtype, max_query_len=max(case.q_lens), **scales)
     return dict(kv=kv, args=args, kwargs=kwargs, output=output, blocks=blocks)
 
 

@@ -157,7 +157,7 @@ impl Attn {
             sm_scale: self.sm_scale,
             sliding_window: self.window,
             logits_soft_cap: self.soft_cap,
-            reserved: 0,
+            max_query_len: 0,
         }
     }
 
@@ -1299,7 +1299,7 @@ impl PlanCall {
             sm_scale: 0.0,
             sliding_window: 0,
             logits_soft_cap: 0.0,
-            reserved: 0,
+            max_query_len: 0,
         }
     }
 
@@ -1530,7 +1530,7 @@ fn abi_layout_of_public_structs() {
     assert_eq!(offset_of!(pkv_paged_attention_args, sm_scale), 112);
     assert_eq!(offset_of!(pkv_paged_attention_args, sliding_window), 116);
     assert_eq!(offset_of!(pkv_paged_attention_args, logits_soft_cap), 120);
-    assert_eq!(offset_of!(pkv_paged_attention_args, reserved), 124);
+    assert_eq!(offset_of!(pkv_paged_attention_args, max_query_len), 124);
 
     assert_eq!((size_of::<pkv_attention_plan>(), align_of::<pkv_attention_plan>()), (296, 8));
     assert_eq!(offset_of!(pkv_attention_plan, struct_size), 0);
@@ -1678,7 +1678,7 @@ fn empty_calls_succeed() {
         sm_scale: 0.0,
         sliding_window: 0,
         logits_soft_cap: 0.0,
-        reserved: 0,
+        max_query_len: 0,
     };
     // SAFETY: valid (empty) host tensors.
     assert_eq!(

@@ -57,6 +57,16 @@ fn problem(m: &Dims) -> AttentionProblem {
 
 /// `m` over a cache of `cache_dt` elements (uint8 for the fp8 `kv_cache_dtype`s).
 fn problem_with_cache(m: &Dims, cache_dt: DType, kv_cache_dtype: KvCacheDtype) -> AttentionProblem {
+    validated(m, cache_dt, kv_cache_dtype, 0).unwrap_or_else(|e| panic!("{m:?}: {e}"))
+}
+
+/// `m` validated with the caller's query-length bound `max_query_len` (0: unknown).
+fn validated(
+    m: &Dims,
+    cache_dt: DType,
+    kv_cache_dtype: KvCacheDtype,
+    max_query_len: u32,
+) -> Result<AttentionProblem, pagedkv::Error> {
     let s = shapes(m, cache_dt);
     let args = AttentionArgs {
         kv_layout: KvLayout::Split,
@@ -77,8 +87,9 @@ fn problem_with_cache(m: &Dims, cache_dt: DType, kv_cache_dtype: KvCacheDtype) -
         sliding_window: 0,
         logits_soft_cap: 0.0,
         causal: true,
+        max_query_len,
     };
-    validate_attention(&args, Fp8Format::E4M3FN).unwrap_or_else(|e| panic!("{m:?}: {e}"))
+    validate_attention(&args, Fp8Format::E4M3FN)
 }
 
 fn gpu(arch: &str, wave: u32, smem: u64, optin: u64, cus: u32) -> Target {
@@ -297,6 +308,32 @@ fn kernels_after_decode_overlap_on_sm90_only() {
     assert!(!overlap("sm_89") && !overlap("sm_80"));
 }
 
+/// A caller's `max_query_len` of 1 lets the decode kernel serve every row (the general kernel
+/// is not launched); an unknown (0) or larger bound keeps the general kernel, and a bound the
+/// shapes already break is refused, naming the argument.
+#[test]
+fn max_query_len_one_leaves_out_the_general_kernel() {
+    let h200 = gpu("sm_90", 32, 49152, 232448, 132);
+    let m = decode_dims(64, 128, 4096);
+    let plan = |mql: u32| plan_attention(&validated(&m, m.qdt, KvCacheDtype::Auto, mql).unwrap(), &h200).unwrap();
+    let covers = |mql: u32| plan(mql).decode.unwrap().covers_all;
+    assert!(covers(1));
+    assert!(!covers(0) && !covers(2) && !covers(64));
+    // The same launch shape either way: only the general kernel's launch differs.
+    assert_eq!(plan(1).decode.unwrap().num_splits, plan(0).decode.unwrap().num_splits);
+    let reason = |mql: u32| plan(mql).reason.describe("sm_90", plan(mql).num_splits);
+    assert!(reason(1).contains("no general kernel"), "{}", reason(1));
+    assert!(!reason(0).contains("no general kernel"), "{}", reason(0));
+    // Rows past the last sequence's (graph padding: 80 rows for 64 one-token queries) keep the
+    // batch decode-shaped under the bound; unknown lengths plan it as a prefill-carried batch.
+    let padded = Dims { num_tokens: 80, ..m };
+    let plan_padded = |mql: u32| plan_attention(&validated(&padded, m.qdt, KvCacheDtype::Auto, mql).unwrap(), &h200);
+    let (bounded, unknown) = (plan_padded(1).unwrap(), plan_padded(0).unwrap());
+    assert_eq!((bounded.decode, bounded.tile_size), (plan(1).decode, plan(1).tile_size));
+    assert!(!unknown.decode.unwrap().covers_all);
+    assert_ne!(unknown.tile_size, plan(0).tile_size);
+}
+
 #[test]
 fn cpu_plan() {
     let m = Dims { qdt: DType::F16, num_tokens: 3, num_seqs: 2, hq: 4, hkv: 2, d: 64, bs: 544, nb: 2, cols: 3 };
@@ -319,6 +356,23 @@ fn check(m: &Dims, b: &Batch) -> Result<(), pagedkv::Error> {
     let p = problem(m);
     let table = |s: i64, j: i64| b.table[s as usize][j as usize];
     check_batch_values(&p, &BatchValues { seq_lens: &b.seq_lens, query_start_loc: &b.qsl, block_table: &table })
+}
+
+/// Where the values are readable (the CPU backend), a query longer than the caller's
+/// `max_query_len` is refused by name; one at the bound is fine.
+#[test]
+fn batch_values_keep_the_query_length_bound() {
+    let m = batch_dims(2, 4, 2);
+    let b = Batch { seq_lens: vec![32, 3], qsl: vec![0, 1, 4], table: vec![vec![0, 3], vec![2, -1]] };
+    let with_bound = |mql: u32| {
+        let p = validated(&m, m.qdt, KvCacheDtype::Auto, mql).unwrap();
+        let table = |s: i64, j: i64| b.table[s as usize][j as usize];
+        check_batch_values(&p, &BatchValues { seq_lens: &b.seq_lens, query_start_loc: &b.qsl, block_table: &table })
+    };
+    let e = with_bound(2).unwrap_err();
+    assert_eq!(e.status, Status::InvalidValue);
+    assert!(e.message.contains("= 3 query tokens, more than max_query_len = 2"), "{e}");
+    assert!(with_bound(3).is_ok() && with_bound(0).is_ok());
 }
 
 fn batch_dims(num_seqs: i64, num_tokens: i64, cols: i64) -> Dims {

@@ -414,7 +414,7 @@ fn run(c: &Case, data: &Data, layout_rng: &mut Rng) -> Result<Outputs, String> {
         sm_scale: c.sm_scale,
         sliding_window: c.window,
         logits_soft_cap: c.soft_cap,
-        reserved: 0,
+        max_query_len: 0,
     };
     // SAFETY: every tensor describes live host memory owned by this function.
     let status = unsafe { pkv_paged_attention(&args, ptr::null_mut(), 0, ptr::null_mut()) };

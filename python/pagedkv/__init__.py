@@ -289,7 +289,8 @@ class _AttentionCall:
 
     def __init__(self, query, key_cache, value_cache, block_table, seq_lens, query_start_loc, *,
                  kv_layout, output, kv_cache_dtype, k_scale, v_scale, sm_scale, sliding_window,
-                 alibi_slopes, sinks, logits_soft_cap, output_scale, causal, stream, allocate_output):
+                 alibi_slopes, sinks, logits_soft_cap, output_scale, causal, max_query_len, stream,
+                 allocate_output):
         self.keep = []
         q = T.describe(query, "query")
         self.q = q
@@ -311,7 +312,7 @@ class _AttentionCall:
         a.sm_scale = 0.0 if sm_scale is None else float(sm_scale)
         a.sliding_window = 0 if sliding_window is None else int(sliding_window)
         a.logits_soft_cap = 0.0 if logits_soft_cap is None else float(logits_soft_cap)
-        a.reserved = 0
+        a.max_query_len = 0 if max_query_len is None else int(max_query_len)
         out_dtype = L.PKV_DTYPE_UINT8 if output_scale is not None else q.dtype
         self.context = T.stream_context(q, stream, h)
         with self.context:
@@ -375,7 +376,7 @@ class _AttentionCall:
 _ATTN_ARRAYS = ("query", "key_cache", "value_cache", "block_table", "seq_lens", "query_start_loc")
 _ATTN_OPTIONS = dict(kv_layout="split", output=None, kv_cache_dtype="auto", k_scale=None, v_scale=None,
                      sm_scale=None, sliding_window=None, alibi_slopes=None, sinks=None, logits_soft_cap=None,
-                     output_scale=None, causal=True)
+                     output_scale=None, causal=True, max_query_len=None)
 
 
 def _attention_call(arguments: dict, *, allocate_output: bool) -> _AttentionCall:
@@ -396,6 +397,9 @@ _ATTN_DOC = """
     non-causal: all keys; ``sliding_window`` W > 0 keeps keys with ``p - j < W``; ``sm_scale``
     default ``1/sqrt(D)``; ``logits_soft_cap`` c: ``c*tanh(s/c)``; ``alibi_slopes`` [Hq]:
     ``+ slope[h]*(j - p)``; ``sinks`` [Hq] float32: an extra zero-valued logit per head.
+    ``max_query_len``: the most query tokens of any one sequence (vLLM's ``max_query_len``), or
+    None when unknown; with 1 (a decode-only batch) the GPU backend launches only its decode
+    kernel, and a longer query's output rows are NaN there (the CPU backend refuses it).
     Scales (``k_scale``, ``v_scale``, ``output_scale``): 1-element float32 arrays on the data's
     device, None for 1.0, or Python floats (made into such arrays here).
 """
@@ -421,6 +425,7 @@ def paged_attention(
     logits_soft_cap=None,
     output_scale=None,
     causal=True,
+    max_query_len=None,
     workspace=None,
     stream=None,
 ):
@@ -480,6 +485,7 @@ def paged_attention_plan(
     logits_soft_cap=None,
     output_scale=None,
     causal=True,
+    max_query_len=None,
     workspace=None,
     stream=None,
     device_limits=None,

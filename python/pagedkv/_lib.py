@@ -132,7 +132,7 @@ class pkv_paged_attention_args(ctypes.Structure):
         ("sm_scale", ctypes.c_float),
         ("sliding_window", ctypes.c_int32),
         ("logits_soft_cap", ctypes.c_float),
-        ("reserved", ctypes.c_uint32),
+        ("max_query_len", ctypes.c_uint32),
     ]
 
 

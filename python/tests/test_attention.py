@@ -249,6 +249,31 @@ def test_attention_errors_write_nothing():
     assert ei.value.status_name == "PKV_STATUS_INVALID_DTYPE"
 
 
+def test_max_query_len_bound():
+    """max_query_len is the caller's bound on any sequence's query tokens: a true bound changes
+    no output; one a query exceeds is refused by name where the offsets are readable (here, the
+    CPU backend) and nothing is written."""
+    rng = np.random.default_rng(11)
+    decode = S.build(rng, seqs=[(40, 1), (17, 1), (20, 0), (33, 1)], block_size=16, num_kv_heads=2, gqa=2,
+                     head_size=32)
+    free = S.run(decode)
+    for bound in (1, 2, 64):
+        bounded = S.run(decode, max_query_len=bound)
+        assert np.array_equal(np.asarray(bounded), np.asarray(free), equal_nan=True)
+    assert "no general kernel" not in pagedkv.paged_attention_plan(
+        decode.query, decode.key_cache, decode.value_cache, decode.block_table, decode.seq_lens,
+        decode.query_start_loc, max_query_len=1)["reason"]  # (CPU: one reference path)
+    mixed = S.build(rng, seqs=[(40, 1), (20, 4)], block_size=16, num_kv_heads=2, gqa=2, head_size=32)
+    _check(S.run(mixed, max_query_len=4), S.reference(mixed), mixed)
+    for bound in (1, 3):
+        needle = f"= 4 query tokens, more than max_query_len = {bound}"
+        out = np.full(mixed.query.shape, 7.0, np.float32)
+        with pytest.raises(pagedkv.Error) as e:
+            S.run(mixed, output=out, max_query_len=bound)
+        assert e.value.status_name == "PKV_STATUS_INVALID_VALUE" and needle in e.value.message, e.value.message
+        assert (out == 7.0).all(), "nothing may be written on error"
+
+
 def test_empty_batch_and_empty_write():
     h, d = 2, 64
     kv = np.zeros((2, 4, 16, h, d), np.float32)

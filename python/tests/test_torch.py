@@ -198,6 +198,16 @@ def test_dlpack_and_cuda_array_interface_objects():
 def _gpu_vs_cpu(batch, dtype, **kw):
     """Runs `batch` through the CPU backend (NumPy) and the GPU (torch, CUDA), compares."""
     out_cpu = S.run(batch, **kw)
+    got = _run_gpu(batch, **kw)
+    want = np.asarray(out_cpu).astype(np.float64)
+    owned = np.zeros(len(want), bool)
+    owned[: batch.query_start_loc[-1]] = True
+    tol = {"float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2}[dtype]
+    np.testing.assert_allclose(got[owned], want[owned], rtol=tol, atol=tol)
+
+
+def _run_gpu(batch, **kw):
+    """`batch` through the GPU backend (torch, CUDA): the output as float64 NumPy."""
     dev = "cuda"
     kw_t = {}
     for k, v in kw.items():
@@ -223,12 +233,7 @@ def _gpu_vs_cpu(batch, dtype, **kw):
         to_torch(batch.query, dev), kc, vc, to_torch(batch.block_table, dev), to_torch(batch.seq_lens, dev),
         to_torch(batch.query_start_loc, dev), kv_layout=batch.layout, **kw_t)
     torch.cuda.synchronize()
-    got = to_numpy(out_gpu).astype(np.float64)
-    want = np.asarray(out_cpu).astype(np.float64)
-    owned = np.zeros(len(want), bool)
-    owned[: batch.query_start_loc[-1]] = True
-    tol = {"float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2}[dtype]
-    np.testing.assert_allclose(got[owned], want[owned], rtol=tol, atol=tol)
+    return to_numpy(out_gpu).astype(np.float64)
 
 
 @needs_kernels
@@ -251,6 +256,24 @@ def test_gpu_fp8_and_features(kv_fp8):
     hq = 4
     _gpu_vs_cpu(b, "bfloat16", sliding_window=50, alibi_slopes=np.linspace(0.01, 0.1, hq).astype(np.float32),
                 sinks=np.ones(hq, np.float32), logits_soft_cap=20.0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_gpu_max_query_len_one(dtype):
+    """With max_query_len = 1 the GPU launches only its decode kernel (bf16: tensor cores, f32:
+    FMA) and matches the CPU; a query longer than that bound, which only the CPU can see and
+    refuse, gets NaN rows on the GPU while the other rows stay right."""
+    rng = np.random.default_rng(6)
+    kw = dict(block_size=16, num_kv_heads=2, gqa=4, head_size=128, dtype=dtype)
+    b = S.build(rng, seqs=[(37, 1), (20, 0), (300, 1), (1, 1)], **kw)
+    _gpu_vs_cpu(b, dtype, max_query_len=1)
+    bad = S.build(rng, seqs=[(37, 1), (20, 0), (30, 2)], **kw)  # 3 rows for 3 sequences
+    got = _run_gpu(bad, max_query_len=1)
+    want = np.asarray(S.run(bad)).astype(np.float64)
+    assert np.isnan(got[1:3]).all()
+    np.testing.assert_allclose(got[0], want[0], rtol=3e-2, atol=3e-2)
+    np.testing.assert_allclose(_run_gpu(bad), want, rtol=3e-2, atol=3e-2)  # without the bound
 
 
 @needs_kernels

@@ -24,6 +24,7 @@ struct ReadArgs {
     sliding_window: i32,
     logits_soft_cap: f32,
     causal: bool,
+    max_query_len: u32,
 }
 
 impl ReadArgs {
@@ -57,6 +58,7 @@ impl ReadArgs {
                 sliding_window: a.sliding_window,
                 logits_soft_cap: a.logits_soft_cap,
                 causal: a.causal != 0,
+                max_query_len: a.max_query_len,
             })
         }
     }
@@ -83,6 +85,7 @@ impl ReadArgs {
             sliding_window: self.sliding_window,
             logits_soft_cap: self.logits_soft_cap,
             causal: self.causal,
+            max_query_len: self.max_query_len,
         }
     }
 }

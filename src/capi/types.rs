@@ -147,8 +147,14 @@ pub struct pkv_paged_attention_args {
     pub sliding_window: i32,
     /// c * tanh(score / c) before ALiBi; 0 disables.
     pub logits_soft_cap: f32,
-    /// Reserved; set to 0.
-    pub reserved: u32,
+    /// The most query tokens any one sequence of the batch has (vLLM's `max_query_len`), or 0
+    /// when unknown. With 1, a decode-only batch, the GPU backend does not launch its kernel
+    /// for longer queries: the decode kernel serves every row, and the output rows of a
+    /// sequence with more query tokens than promised are set to NaN (the CPU backend, which
+    /// reads the offsets, refuses such a batch). Rows past `query_start_loc[num_seqs]` (graph
+    /// padding) are allowed as always. Other values change nothing today. (This field was
+    /// `reserved`, set to 0: same place, and 0 keeps its meaning.)
+    pub max_query_len: u32,
 }
 
 /// What `pkv_paged_attention` will do (or did) for a set of arguments.
@@ -228,7 +234,7 @@ impl pkv_paged_attention_args {
             sm_scale: 0.0,
             sliding_window: 0,
             logits_soft_cap: 0.0,
-            reserved: 0,
+            max_query_len: 0,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct AttentionArgs<'a> {
     /// `c * tanh(score / c)`; 0 disables.
     pub logits_soft_cap: f32,
     pub causal: bool,
+    /// The caller's bound on any sequence's query tokens; 0 when unknown.
+    pub max_query_len: u32,
 }
 
 /// A validated attention call.
@@ -72,6 +74,8 @@ pub struct AttentionProblem {
     /// 0 when disabled.
     pub logits_soft_cap: f32,
     pub causal: bool,
+    /// The caller's bound on any sequence's query tokens; 0 when unknown (`AttentionArgs`).
+    pub max_query_len: u32,
 }
 
 impl AttentionProblem {
@@ -210,6 +214,7 @@ pub fn validate_attention(args: &AttentionArgs<'_>, device_e4m3: Fp8Format) -> R
         sliding_window: args.sliding_window.max(0),
         logits_soft_cap: args.logits_soft_cap,
         causal: args.causal,
+        max_query_len: args.max_query_len,
     })
 }
 
@@ -257,6 +262,15 @@ pub fn check_batch_values(p: &AttentionProblem, v: &BatchValues<'_>) -> Result<(
                 "seq_lens[{s}] = {seq_len} is shorter than the sequence's {q_len} query tokens (expected seq_len >= \
                  query_start_loc[{}] - query_start_loc[{s}]; seq_lens count cached tokens including this step's)",
                 s + 1
+            );
+        }
+        if p.max_query_len > 0 && q_len > p.max_query_len as i64 {
+            fail!(
+                Status::InvalidValue,
+                "query_start_loc[{}] - query_start_loc[{s}] = {q_len} query tokens, more than max_query_len = {} \
+                 (expected 0 for unknown, or at least the longest query)",
+                s + 1,
+                p.max_query_len
             );
         }
         if q_len == 0 {

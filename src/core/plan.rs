@@ -139,6 +139,11 @@ pub struct DecodePlan {
     /// and later): each is scheduled while the previous one finishes, instead of after it,
     /// and waits on the device where it must (kernels/pkv_compat.h, `pkv_launch`).
     pub overlap_next: bool,
+    /// The caller bounded every query to one token (`max_query_len` = 1): the decode kernel
+    /// serves every row and the general kernel is not launched. Its launch after a decode-only
+    /// batch cost 5-8 us, its work-groups finding that every row is the decode kernel's
+    /// (docs/performance.md, session 11).
+    pub covers_all: bool,
 }
 
 /// Why a plan is what it is.
@@ -176,6 +181,8 @@ pub enum Reason {
         tile: u32,
         /// `DecodePlan::longest_first`.
         longest_first: bool,
+        /// `DecodePlan::covers_all`.
+        covers_all: bool,
     },
 }
 
@@ -199,6 +206,7 @@ impl Reason {
                 kernel,
                 tile,
                 longest_first,
+                covers_all,
             } => {
                 let products = match kernel {
                     DecodeKernel::TensorCores => "tensor cores",
@@ -218,10 +226,15 @@ impl Reason {
                     format!("{ctas} work-groups for {target_ctas} resident on {cus} CUs: single pass")
                 };
                 let order = if longest_first { "; more than one wave: longest sequences first" } else { "" };
+                let general = if covers_all {
+                    "; max_query_len 1: no general kernel"
+                } else {
+                    "; the general kernel skips its one-token rows"
+                };
                 format!(
                     "{tile_reason}; {shared_mem} B shared memory of {limit} B on {arch}; decode kernel ({products}, \
                      a work-group per sequence x kv head x {heads_per_cta} of its query heads, {head_groups} \
-                     group(s)); {split_reason}{order}"
+                     group(s)); {split_reason}{order}{general}"
                 )
             }
             Reason::Gpu {
@@ -484,7 +497,9 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     // A decode-shaped batch (no more tokens than sequences) is carried by the decode kernel:
     // the general kernel then only meets the rare longer sequence of such a batch, in a single
     // pass, so that its grid stays small (its work-groups of decode rows exit at once).
-    let decode_shaped = p.num_tokens <= p.num_seqs && decode.is_some();
+    // Decode-shaped: every row is a one-token query (or padding past the last sequence's), so
+    // the decode kernel carries the batch: at most one row per sequence, or the caller's bound.
+    let decode_shaped = (p.num_tokens <= p.num_seqs || p.max_query_len == 1) && decode.is_some();
     let mut num_splits = wanted.min(tuning.max_splits as u64).min(max_tiles).max(1) as u32;
     if decode_shaped {
         num_splits = 1;
@@ -544,6 +559,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             kernel,
             longest_first,
             overlap_next: cuda_sm(&limits.arch).is_some_and(|v| v >= 90),
+            covers_all: p.max_query_len == 1,
         }
     });
     let workspace_bytes = match decode {
@@ -576,6 +592,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
                 kernel: d.kernel,
                 tile: decode_threads(d_size, d.kernel),
                 longest_first: d.longest_first,
+                covers_all: d.covers_all,
             },
             general,
             decode,

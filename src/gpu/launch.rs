@@ -162,6 +162,10 @@ pub fn paged_attention(
     if code != 0 {
         return Err(launch_error(code, "launching paged attention (decode kernel)"));
     }
+    if plan.decode.is_some_and(|d| d.covers_all) {
+        // The caller bounded every query to one token: the decode kernel serves every row.
+        return Ok(());
+    }
     // SAFETY: as above.
     let code = unsafe { pkv_kernel_paged_attention(&params, stream as *mut c_void) };
     if code != 0 {

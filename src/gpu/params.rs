@@ -138,12 +138,13 @@ pub(crate) struct AttentionParams {
     pub(crate) decode_order: i32,
     pub(crate) key_fast: i32,
     pub(crate) overlap_after_decode: i32,
+    pub(crate) decode_covers_all: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
 const _: () = assert!(size_of::<CacheAddr>() == 24);
 const _: () = assert!(size_of::<WriteParams>() == 56 + 56 + 48 + 16 + 48);
-// (The last row: decode_workspace and nine 32-bit fields, padded to the pointer alignment.)
+// (The last row: decode_workspace and ten 32-bit fields.)
 const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 48);
 
 fn unsupported(msg: String) -> Error {
@@ -416,6 +417,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         decode_order: decode.is_some_and(|d| d.longest_first) as i32,
         key_fast: fast_key_chunks(&ka, g.head_size, es, key_run, key_wide) as i32,
         overlap_after_decode: decode.is_some_and(|d| d.overlap_next) as i32,
+        decode_covers_all: decode.is_some_and(|d| d.covers_all) as i32,
     })
 }
 
