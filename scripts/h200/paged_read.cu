@@ -51,13 +51,16 @@ __device__ __forceinline__ uint32_t xor4(uint32_t acc, uint4 a) {
 // kElem bytes per element (compile-time: the loads' offsets fold, as in the decode kernel).
 // Values through shared memory as the decode kernel reads them (kStage 1: cp.async.cg, 2:
 // cp.async.ca into a per-warp stage, waited for and read back before use; 3 and 4: .cg with
-// the L2 prefetch hint of 256 or 128 bytes); 0: registers.
+// the L2 prefetch hint of 256 or 128 bytes; 5: 128 bytes except where `hint` is false, plain
+// .cg there); 0: registers.
 template <int kStage>
-__device__ __forceinline__ void stage_copy(uint4* dst, const unsigned char* src) {
+__device__ __forceinline__ void stage_copy(uint4* dst, const unsigned char* src, bool hint = true) {
     const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    if (kStage == 1) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+    if (kStage == 1 || (kStage == 5 && !hint))
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
     else if (kStage == 3) asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-    else if (kStage == 4) asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+    else if (kStage == 4 || kStage == 5)
+        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
     else asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
 }
 
@@ -85,12 +88,18 @@ __device__ __forceinline__ uint32_t read_unit(const Pattern& p, int seq, int hea
         // The warp's stage: 16 chunks of 16 bytes per lane (dynamic shared memory).
         extern __shared__ uint4 stage[];
         uint4* mine = stage + (threadIdx.x / 32) * 16 * 32 + lane;
+        // kStage 5: value rows that do not fill whole 128-byte lines (block 544: 1088 bytes)
+        // share the lines at their ends with the neighbouring rows' far tiles (the block's
+        // other end), so a tile holding a block's first or last slot asks for no more than its
+        // own bytes there; every other tile's line partner is the adjacent tile.
+        const int off = (tile * 32) % p.bs;
+        const bool hint = (p.bs * kElem) % 128 == 0 || (off != 0 && off + 32 < p.bs);
 #pragma unroll
         for (int i = 0; i < 16; ++i)
             if (i < groups) kv[0][i] = load16(krow + i * kstep);
 #pragma unroll
         for (int i = 0; i < 16; ++i)
-            if (i < vloads) stage_copy<kStage>(mine + i * 32, vrow + i * vstep);
+            if (i < vloads) stage_copy<kStage>(mine + i * 32, vrow + i * vstep, hint);
         asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 #pragma unroll
         for (int i = 0; i < 16; ++i)
@@ -256,16 +265,18 @@ extern "C" int paged_read(int order, Pattern p, int threads, void* stream) {
         if (p.elem != 2) return -1;
         if (order == 8) read_per_head_paced<2, false><<<n, threads, 0, s>>>(p);
         else read_per_head_paced<2, true><<<n, threads, 0, s>>>(p);
-    } else if ((order >= 4 && order <= 7) || (order >= 10 && order <= 13)) {
+    } else if ((order >= 4 && order <= 7) || (order >= 10 && order <= 15)) {
         // Values staged through shared memory (16-bit only): 4/5 lockstep with cp.async .cg/.ca,
         // 6/7 free; .cg with an L2 prefetch hint: 10 lockstep 256 B, 11 free 256 B, 12 free 128 B,
-        // 13 lockstep 128 B (the decode kernel's order for blocks longer than a tile).
+        // 13 lockstep 128 B (the decode kernel's order for blocks longer than a tile); 14 / 15
+        // lockstep / free with 128 B except at the block's ends of rows not in whole lines.
         if (p.elem != 2) return -1;
-        const bool lockstep = order == 4 || order == 5 || order == 10 || order == 13;
+        const bool lockstep = order == 4 || order == 5 || order == 10 || order == 13 || order == 14;
         if (order == 4 || order == 6) launch_staged<1>(lockstep, p, threads, s);
         if (order == 5 || order == 7) launch_staged<2>(lockstep, p, threads, s);
         if (order == 10 || order == 11) launch_staged<3>(lockstep, p, threads, s);
         if (order == 12 || order == 13) launch_staged<4>(lockstep, p, threads, s);
+        if (order == 14 || order == 15) launch_staged<5>(lockstep, p, threads, s);
     } else if (order == 1) {
         if (p.elem == 2) read_heads_together<2><<<p.seqs * p.splits, threads, 0, s>>>(p);
         else read_heads_together<1><<<p.seqs * p.splits, threads, 0, s>>>(p);

@@ -16,7 +16,8 @@ span, 3 per head in lockstep, 4/5 lockstep with values through shared memory by 
 .cg/.ca, 6/7 the same with free warps, 8/9 order 3 paced (warps within one round) by an
 mbarrier's test_wait spin / try_wait, 10/11 orders 4/6 with the L2 prefetch hint of 256 bytes, 12
 order 6 with 128 bytes, 13 order 4 with 128 bytes (the decode kernel's order at blocks longer
-than a tile); default: orders 0-2 at 96 and 128 threads, and 96 with 4x splits).
+than a tile), 14 / 15 orders 13 / 12 without the hint on a block's first and last tile where
+value rows are not whole 128-byte lines; default: orders 0-2 at 96 and 128 threads, and 96 with 4x splits).
 """
 import argparse
 import ctypes
@@ -85,13 +86,17 @@ def main() -> int:
         ("B8 L32k bs2048 hybrid", 8, 32768, 2048, 2, True, 8),
         ("B64 L4k bs16 fp8", 64, 4096, 16, 1, False, 1),
         ("B1 L32k bs16", 1, 32768, 16, 2, False, 64),
+        # Block 544's neighbours (value rows of 1024 and 1152 bytes: whole 128-byte lines; 544's
+        # are 1088), to test whether the row alignment is what slows block 544's pattern.
+        ("B64 L4k bs512 hybrid", 64, 4096, 512, 2, True, 1),
+        ("B64 L4k bs576 hybrid", 64, 4096, 576, 2, True, 1),
     ]
     heads, head_size = 8, 128
     labels = {0: "per head", 1: "heads together", 2: "contiguous", 3: "per head, lockstep",
               4: "lockstep, V by cp.async.cg", 5: "lockstep, V by cp.async.ca", 6: "free, V by cp.async.cg",
               7: "free, V by cp.async.ca", 8: "paced, test_wait spin", 9: "paced, try_wait",
               10: "lockstep, V .cg L2::256B", 11: "free, V .cg L2::256B", 12: "free, V .cg L2::128B",
-              13: "lockstep, V .cg L2::128B"}
+              13: "lockstep, V .cg L2::128B", 14: "lockstep, 128B not at row ends", 15: "free, 128B not at row ends"}
     default_runs = " ".join(f"{o}:{t}:{m}" for o in (0, 1, 2) for t, m in ((96, 1), (128, 1), (96, 4)))
     runs = [tuple(int(x) for x in w.split(":")) for w in os.environ.get("PKV_CEIL_RUNS", default_runs).split()]
     only = os.environ.get("PKV_CEIL_ONLY", "")
