@@ -161,6 +161,17 @@ def _kv_layout(value) -> int:
     raise Error(L.PKV_STATUS_INVALID_ENUM, f"kv_layout = {value!r}, expected \"split\" or \"nhd\"")
 
 
+def _max_query_len(value) -> int:
+    """The C field is unsigned 32-bit: None (unknown) is 0; anything else must fit."""
+    if value is None:
+        return 0
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)) \
+            or not 0 <= int(value) < 2**32:
+        raise Error(L.PKV_STATUS_INVALID_VALUE,
+                    f"max_query_len = {value!r}, expected None (unknown) or an integer from 0 to 2^32 - 1")
+    return int(value)
+
+
 def _is_scalar(v) -> bool:
     return isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_))
 
@@ -312,7 +323,7 @@ class _AttentionCall:
         a.sm_scale = 0.0 if sm_scale is None else float(sm_scale)
         a.sliding_window = 0 if sliding_window is None else int(sliding_window)
         a.logits_soft_cap = 0.0 if logits_soft_cap is None else float(logits_soft_cap)
-        a.max_query_len = 0 if max_query_len is None else int(max_query_len)
+        a.max_query_len = _max_query_len(max_query_len)
         out_dtype = L.PKV_DTYPE_UINT8 if output_scale is not None else q.dtype
         self.context = T.stream_context(q, stream, h)
         with self.context:

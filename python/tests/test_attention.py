@@ -272,6 +272,10 @@ def test_max_query_len_bound():
             S.run(mixed, output=out, max_query_len=bound)
         assert e.value.status_name == "PKV_STATUS_INVALID_VALUE" and needle in e.value.message, e.value.message
         assert (out == 7.0).all(), "nothing may be written on error"
+    for bad in (-1, 2**32, 1.5, True):
+        with pytest.raises(pagedkv.Error) as e:
+            S.run(mixed, max_query_len=bad)
+        assert e.value.status_name == "PKV_STATUS_INVALID_VALUE" and "max_query_len" in e.value.message
 
 
 def test_empty_batch_and_empty_write():
