@@ -47,10 +47,9 @@ def main() -> int:
         else:
             cur = []
             groups.append(cur)
+    groups = [g for g in groups if g]  # (a flush may take more than one kernel)
     rows = {}
     for g in groups:
-        if not g:
-            continue
         t0 = g[0].time_range.start
         for i, e in enumerate(g):
             short = re.search(r"(\w+_kernel)", e.name)
