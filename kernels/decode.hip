@@ -851,14 +851,17 @@ PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const 
 // without (B64 L4k block 2048; 256 bytes: 97.7, and 91.7 at block 544, whose rows are not
 // 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12). This kernel with 256 bytes
 // measured 0.8-2.2 points below 128 (docs/performance.md, session 10).
-template <int kBytes>
+template <int kBytes, bool kLine = true>
 PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
     if (kBytes == 16 && l1) {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
                      : "memory");
-    } else if (kBytes == 16) {
+    } else if (kBytes == 16 && kLine) {
         asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
+                     : "memory");
+    } else if (kBytes == 16) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
                      : "memory");
     } else {
         asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 8 : 0)
@@ -1132,6 +1135,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
     // copy through L1, 2048- and 544-slot blocks lost 3-4 points (head 256, with its larger
     // stage, 22): there each row piece is 64 bytes of a new line.
     const bool values_l1 = p.block_size <= MMA_TILE;
+    // Value rows that are not whole 128-byte lines (block 544: 1088 bytes) share the lines at
+    // their ends with the neighbouring rows' pieces from the block's other end, which the
+    // 128-byte hint would fetch long before their use: a tile holding a block's first or last
+    // slot copies without the hint there (scripts/h200/paged_read.cu order 14).
+    const bool rows_in_lines = (va.dhi * static_cast<int64_t>(sizeof(CRaw))) % 128 == 0;
     const int rounds = (t_end - t_begin + NW - 1) / NW;
 
     // A tile's key and value offsets (one slot per lane) into offset buffer `ob`.
@@ -1216,10 +1224,24 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         auto issue_values = [&]() {
             if (values_ahead) {
                 const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
+                // (Only the 16-bit head-128 instances have the second form: fp8 values are
+                // 8-byte `.ca` copies, and head 256's instances measured 2.2 points slower with
+                // it, their copies unchanged.)
+                const bool line = kFp8 || kMaxD > 128 || values_l1 || rows_in_lines || [&] {
+                    const int off = t0 - divide(t0, bs_div) * bs;  // the tile's first slot in its block
+                    return off != 0 && off + MMA_TILE < bs;
+                }();
+                if (line) {
 #pragma unroll 4
-                for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
-                    copy_async<static_cast<int>(sizeof(Raw8<CRaw>))>(my_values + i * 32, vrow, 8 * i + g < D,
-                                                                     values_l1);
+                    for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
+                        copy_async<static_cast<int>(sizeof(Raw8<CRaw>))>(my_values + i * 32, vrow, 8 * i + g < D,
+                                                                         values_l1);
+                } else {
+#pragma unroll 4
+                    for (int i = 0; i < 2 * NMD; ++i, vrow += 8 * va.dhi)
+                        copy_async<static_cast<int>(sizeof(Raw8<CRaw>)), false>(my_values + i * 32, vrow,
+                                                                                8 * i + g < D, false);
+                }
                 copy_async_commit();
             }
         };
