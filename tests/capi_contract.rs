@@ -69,6 +69,7 @@ struct Attn {
     sm_scale: f32,
     window: i32,
     soft_cap: f32,
+    max_query_len: u32,
 }
 
 impl Attn {
@@ -125,6 +126,7 @@ impl Attn {
             sm_scale: 0.0,
             window: 0,
             soft_cap: 0.0,
+            max_query_len: 0,
         }
     }
 
@@ -157,7 +159,7 @@ impl Attn {
             sm_scale: self.sm_scale,
             sliding_window: self.window,
             logits_soft_cap: self.soft_cap,
-            max_query_len: 0,
+            max_query_len: self.max_query_len,
         }
     }
 
@@ -456,6 +458,15 @@ fn attention_batch_values() {
     .fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 1", "query_start_loc[1] = 2"]);
     Attn::with(|a| a.qsl.buf.set_i32(2, 4))
         .fails(Status::InvalidQueryStartLoc, &["query_start_loc[2] = 4", "num_tokens", "3"]);
+    // A query longer than the caller's max_query_len (the second sequence has 2 tokens).
+    Attn::with(|a| a.max_query_len = 1).fails(
+        Status::InvalidValue,
+        &["query_start_loc[2] - query_start_loc[1] = 2 query tokens", "max_query_len = 1"],
+    );
+    for fine in [2, 3, u32::MAX] {
+        let a = Attn::with(|a| a.max_query_len = fine);
+        assert_eq!(a.call(), Status::Ok, "max_query_len = {fine}: {}", last_error());
+    }
 }
 
 #[test]
