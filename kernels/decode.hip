@@ -850,7 +850,8 @@ PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const 
 // read-only kernel with this order streams at 98.7% of the copy rate with the hint and 89.5%
 // without (B64 L4k block 2048; 256 bytes: 97.7, and 91.7 at block 544, whose rows are not
 // 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12). This kernel with 256 bytes
-// measured 0.8-2.2 points below 128 (docs/performance.md, session 10).
+// measured 0.8-2.2 points below 128 (docs/performance.md, session 10). `kLine` false: `.cg`
+// without the hint (a value row's end tile where rows are not whole lines; issue_values).
 template <int kBytes, bool kLine = true>
 PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
     const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
@@ -1224,9 +1225,10 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         auto issue_values = [&]() {
             if (values_ahead) {
                 const CRaw* vrow = vbase + static_cast<int64_t>(g) * va.dhi + first;
-                // (Only the 16-bit head-128 instances have the second form: fp8 values are
-                // 8-byte `.ca` copies, and head 256's instances measured 2.2 points slower with
-                // it, their copies unchanged.)
+                // Two loops, each copy's form fixed, rather than a choice per copy (which cost
+                // the other instances 1-8 points). Only the 16-bit head-128 instances have the
+                // second loop: fp8 values are 8-byte `.ca` copies, and head 256's instances
+                // measured 2.2 points slower with it, their copies unchanged.
                 const bool line = kFp8 || kMaxD > 128 || values_l1 || rows_in_lines || [&] {
                     const int off = t0 - divide(t0, bs_div) * bs;  // the tile's first slot in its block
                     return off != 0 && off + MMA_TILE < bs;
