@@ -376,11 +376,11 @@ typedef struct pkv_paged_attention_args {
   float logits_soft_cap;
   /**
    * The most query tokens any one sequence of the batch has (vLLM's `max_query_len`), or 0
-   * when unknown. With 1, a decode-only batch, the GPU backend does not launch its kernel
-   * for longer queries: the decode kernel serves every row, and the output rows of a
-   * sequence with more query tokens than promised are set to NaN (the CPU backend, which
-   * reads the offsets, refuses such a batch). Rows past `query_start_loc[num_seqs]` (graph
-   * padding) are allowed as always. Other values change nothing today. (This field was
+   * when unknown. Any other value is a promise: the CPU backend, which reads the offsets,
+   * refuses a longer query (`PKV_STATUS_INVALID_VALUE`). On the GPU only 1 changes what
+   * runs: a decode-only batch takes the decode kernel alone, and the output rows of a
+   * sequence with more query tokens than promised are set to NaN. Rows past
+   * `query_start_loc[num_seqs]` (graph padding) are allowed as always. (This field was
    * `reserved`, set to 0: same place, and 0 keeps its meaning.)
    */
   uint32_t max_query_len;

@@ -409,8 +409,8 @@ _ATTN_DOC = """
     default ``1/sqrt(D)``; ``logits_soft_cap`` c: ``c*tanh(s/c)``; ``alibi_slopes`` [Hq]:
     ``+ slope[h]*(j - p)``; ``sinks`` [Hq] float32: an extra zero-valued logit per head.
     ``max_query_len``: the most query tokens of any one sequence (vLLM's ``max_query_len``), or
-    None when unknown; with 1 (a decode-only batch) the GPU backend launches only its decode
-    kernel, and a longer query's output rows are NaN there (the CPU backend refuses it).
+    None when unknown; the CPU backend refuses a longer query; with 1 (a decode-only batch) the
+    GPU backend launches only its decode kernel, and a longer query's output rows are NaN there.
     Scales (``k_scale``, ``v_scale``, ``output_scale``): 1-element float32 arrays on the data's
     device, None for 1.0, or Python floats (made into such arrays here).
 """

@@ -23,8 +23,8 @@ import math
 import os
 import sys
 import time
-import zlib
 import traceback
+import zlib
 
 import ml_dtypes
 import numpy as np
