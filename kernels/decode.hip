@@ -312,6 +312,19 @@ struct DecodeItem {
     int seq, y, split;
 };
 
+// The heads a decode work-group serves: kv head `kvh` and its query heads qh0 .. qh0 + hpc - 1
+// (grid row y is kv head x head group; a group holds decode_heads_per_cta of the kv head's G).
+struct DecodeHeads {
+    int kvh, qh0, hpc;
+};
+PKV_DEVICE DecodeHeads decode_heads(const pkv_attention_params& p, const DecodeItem& item) {
+    const int hgs = p.decode_head_groups;
+    const int kvh = item.y / hgs;
+    const int hg = item.y - kvh * hgs;
+    const int G = p.num_q_heads / p.num_kv_heads;
+    return {kvh, kvh * G + hg * p.decode_heads_per_cta, min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta)};
+}
+
 // A sequence with more than one query token although the caller bounded every query to one
 // (`decode_covers_all`: max_query_len = 1, so no general kernel runs): split 0's work-groups
 // set its rows of their query heads to NaN, so that the broken bound shows in the output
@@ -319,11 +332,8 @@ struct DecodeItem {
 template <int kOut>
 PKV_DEVICE void poison_rows(const pkv_attention_params& p, const DecodeItem& item, int q_begin, int q_end) {
     if (!p.decode_covers_all || item.split != 0 || q_end - q_begin < 2) return;
-    const int hgs = p.decode_head_groups;
-    const int kvh = item.y / hgs, hg = item.y - (item.y / hgs) * hgs;
-    const int G = p.num_q_heads / p.num_kv_heads;
-    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
-    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const DecodeHeads heads = decode_heads(p, item);
+    const int qh0 = heads.qh0, hpc = heads.hpc;
     const int nch = p.head_size / CHUNK;
     float v[CHUNK];
 #pragma unroll
@@ -418,16 +428,14 @@ __global__ void PKV_LAUNCH_BOUNDS(DEC_THREADS, kMaxD <= 128 ? DEC_MIN_BLOCKS_SMA
         return;
     }
 
-    const int hgs = p.decode_head_groups;
-    const int kvh = item.y / hgs;
-    const int hg = item.y - kvh * hgs;
+    const DecodeHeads heads = decode_heads(p, item);
+    const int kvh = heads.kvh;
     const int split = item.split;
     const int S = p.decode_splits;
     const int D = p.head_size;
     const int nch = D / CHUNK;
-    const int G = p.num_q_heads / p.num_kv_heads;
-    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
-    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const int qh0 = heads.qh0;
+    const int hpc = heads.hpc;
     const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
     const int seq_len = clamp_int(p.seq_lens[static_cast<int64_t>(seq) * p.seq_lens_stride], 0, max_len);
     // The row's query sits at position seq_len - 1: every key up to it is visible (causal or
@@ -985,16 +993,14 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
         return;
     }
 
-    const int hgs = p.decode_head_groups;
-    const int kvh = item.y / hgs;
-    const int hg = item.y - kvh * hgs;
+    const DecodeHeads heads = decode_heads(p, item);
+    const int kvh = heads.kvh;
     const int split = item.split;
     const int S = p.decode_splits;
     const int D = p.head_size;
     const int nch = D / CHUNK;
-    const int G = p.num_q_heads / p.num_kv_heads;
-    const int qh0 = kvh * G + hg * p.decode_heads_per_cta;
-    const int hpc = min(p.decode_heads_per_cta, G - hg * p.decode_heads_per_cta);
+    const int qh0 = heads.qh0;
+    const int hpc = heads.hpc;
     const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
     const int seq_len = clamp_int(seq_len_raw, 0, max_len);
     const int pos = seq_len - 1;
