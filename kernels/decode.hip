@@ -1486,9 +1486,10 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 // sequence spread over the whole GPU instead of one work-group. Thread (group, chunk c) takes
 // splits group, group + groups, ... of chunk c and loads all of them, maxima and partials
 // together, in one memory round trip (the planner's at most 64 splits are at most
-// REDUCE_SPLITS_PER_LOAD per thread); it merges them against its own maximum, and the groups
-// are merged once more through shared memory. (Maxima first, then weights, then partials took
-// three round trips: ~5 us of B1 L32k's 52, timed by globaltimer marks; docs/performance.md.)
+// REDUCE_SPLITS_PER_LOAD per thread); it merges them against its own maximum, and the groups,
+// lanes of one wave, merge by shuffles. (Maxima first, then weights, then partials took three
+// round trips: ~5 us of B1 L32k's 52, timed by globaltimer marks; the groups' merge through
+// shared memory and a barrier cost B1 ~0.2 us more than the shuffles; docs/performance.md.)
 constexpr int REDUCE_SPLITS_PER_LOAD = 8;
 
 // Adds the partials of up to REDUCE_SPLITS_PER_LOAD splits j0, j0 + step, .. (< S) of chunk
@@ -1535,11 +1536,16 @@ PKV_DEVICE void reduce_add_splits(const float* ws_acc, const float* ws_ml, int64
     m = mx;
 }
 
+// Split groups per chunk in the reduce: a power of two within a wave, so that a chunk's groups
+// are consecutive lanes of one wave and merge by shuffles (no shared memory, no barrier).
+PKV_DEVICE int reduce_groups(int threads, int nch) {
+    int groups = 1;
+    while (2 * groups * nch <= threads && 2 * groups <= PKV_WAVE_SIZE) groups *= 2;
+    return groups;
+}
+
 template <int kOut, int kThreads>
 __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_params p) {
-    __shared__ float s_m[kThreads];    // each thread's running maximum
-    __shared__ float s_den[kThreads];  // .. and its sum of weights x l, relative to it
-    __shared__ __attribute__((aligned(16))) float s_num[kThreads][CHUNK];
     // Launched as a programmatic dependent of the decode kernel where the device allows: the
     // general kernel after it may be scheduled now; wait for the partials before reading them.
     // The query offsets are the caller's (the decode kernel writes only partials and output
@@ -1559,42 +1565,40 @@ __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_p
     const float* ws_ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D;
     const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_q_heads + h) * S;
 
-    const int groups = kThreads / nch;  // head_size <= 256: nch <= 32, at least 2 groups
-    const int c = tid % nch, group = tid / nch;
+    // Thread (chunk c, group): the chunk's groups are lanes c * groups .. c * groups + groups - 1.
+    const int groups = reduce_groups(kThreads, nch);
+    const int c = tid / groups, group = tid % groups;
+    const bool active = c < nch;
     float m = NEG_INF, den = 0.0f, num[CHUNK];
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
-    if (group < groups) {
+    if (active) {
         for (int j0 = group; j0 < S; j0 += REDUCE_SPLITS_PER_LOAD * groups)
             reduce_add_splits(ws_acc, ws_ml, slot0, j0, groups, S, D, c, m, den, num);
     }
-    s_m[tid] = m;
-    s_den[tid] = den;
+    // Merge the groups' running states pairwise (every lane of the wave takes part).
+    for (int o = groups / 2; o > 0; o /= 2) {
+        const float mo = pkv_shfl_xor(m, o, PKV_WAVE_SIZE);
+        const float dn = pkv_shfl_xor(den, o, PKV_WAVE_SIZE);
+        float no[CHUNK];
 #pragma unroll
-    for (int i = 0; i < CHUNK; ++i) s_num[tid][i] = num[i];
-    __syncthreads();
-    if (tid < nch) {
-        float M = NEG_INF;
-        for (int gi = 0; gi < groups; ++gi) M = fmaxf(M, s_m[gi * nch + tid]);
-        float total = 0.0f, v[CHUNK];
+        for (int i = 0; i < CHUNK; ++i) no[i] = pkv_shfl_xor(num[i], o, PKV_WAVE_SIZE);
+        const float M = fmaxf(m, mo);
+        if (M == NEG_INF) continue;  // both empty
+        const float r = expf(m - M), ro = expf(mo - M);  // an empty side weighs 0
+        den = den * r + dn * ro;
 #pragma unroll
-        for (int i = 0; i < CHUNK; ++i) v[i] = 0.0f;
-        for (int gi = 0; gi < groups; ++gi) {
-            const int u = gi * nch + tid;
-            if (s_m[u] == NEG_INF) continue;  // a group that saw only empty splits
-            const float w = expf(s_m[u] - M);
-            total += w * s_den[u];
-#pragma unroll
-            for (int i = 0; i < CHUNK; ++i) v[i] += w * s_num[u][i];
-        }
-        const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) v[i] = total > 0.0f ? v[i] / total : 0.0f;
-        const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] +
-                            static_cast<int64_t>(h) * p.output_strides[1] +
-                            static_cast<int64_t>(tid) * CHUNK * p.output_strides[2];
-        store_out8<kOut>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
+        for (int i = 0; i < CHUNK; ++i) num[i] = num[i] * r + no[i] * ro;
+        m = M;
     }
+    if (!active || group != 0) return;
+    const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
+    float v[CHUNK];
+#pragma unroll
+    for (int i = 0; i < CHUNK; ++i) v[i] = den > 0.0f ? num[i] / den : 0.0f;
+    const int64_t off = static_cast<int64_t>(q_begin) * p.output_strides[0] + static_cast<int64_t>(h) * p.output_strides[1] +
+                        static_cast<int64_t>(c) * CHUNK * p.output_strides[2];
+    store_out8<kOut>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
 }
 
 // After a decode kernel's launch: its error, else the split reduce when there are splits.

@@ -113,10 +113,13 @@ for lib in libs:
         col = os.path.basename(f)[3:-5]
         cols.append(col)
         for r in json.load(open(f))["results"]:
-            table.setdefault(r["name"], {})[col] = (r["pct_of_copy"], r["check"][:2])
-print("| case | " + " | ".join(cols) + " |")
-for name, row in table.items():
-    print(f"| {name} | " + " | ".join("%.1f%s" % (row[c][0], "" if row[c][1] == "ok" else "!") if c in row else "-" for c in cols) + " |")
+            launch = r.get("extra", {}).get("pct_of_copy_graph_launch", 0.0)
+            table.setdefault(r["name"], {})[col] = (r["pct_of_copy"], r["check"][:2], launch)
+for title, k in (("% of copy (the call's GPU time)", 0), ("% of copy with the graph's launch", 2)):
+    print(f"{title}\n| case | " + " | ".join(cols) + " |")
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join("%.1f%s" % (row[c][k], "" if row[c][1] == "ok" else "!") if c in row else "-"
+                                          for c in cols) + " |")
 PY
         ;;
     *) echo "unknown stage $stage"; s=2 ;;

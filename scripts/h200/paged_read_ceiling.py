@@ -30,7 +30,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from bench import DEV, L2_FLUSH_BYTES, copy_bandwidth, graphed, timed  # noqa: E402
+from bench import DEV, L2_FLUSH_BYTES, copy_bandwidth, timed_call  # noqa: E402
 
 
 class Pattern(ctypes.Structure):
@@ -116,13 +116,14 @@ def main() -> int:
                         seq_len, sp, sink.data_ptr())
             if order == 1:
                 p.splits = sp * heads  # as many work-groups as per head
-            # Graph replays, as bench.py times the decode kernel (a launch's host overhead would
-            # count against a short case such as B1): the stream is the capturing one.
+            # Timed as bench.py times the decode kernel (events captured in the graph around the
+            # call; a launch's overhead would count against a short case such as B1): the
+            # stream is the capturing one.
             call = lambda: lib.paged_read(  # noqa: E731
                 order, p, threads, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
             assert call() == 0
             torch.cuda.synchronize()
-            t = timed(graphed(call), 30, flush)
+            t = timed_call(call, 30, flush).inside_us
             gbps = nbytes / (t * 1e-6) / 1e9
             print(f"{name:24s} {label:15s} threads {threads:3d} splits {sp:2d}: {t:8.1f} us "
                   f"{gbps:6.0f} GB/s {100 * gbps / ceiling:6.1f}% of copy", flush=True)
