@@ -172,16 +172,6 @@ PKV_DEVICE void store_out8(void* out, int64_t off, int64_t step, bool contig, co
 
 PKV_DEVICE int log2_of(int pow2) { return __ffs(pow2) - 1; }
 
-PKV_DEVICE int clamp_int(int64_t v, int64_t lo, int64_t hi) {
-    return static_cast<int>(v < lo ? lo : (v > hi ? hi : v));
-}
-
-// query_start_loc[i], clamped into [0, num_tokens] so that garbage values cannot index out of
-// bounds (core validated the shapes; the values live on the device and are not checked).
-PKV_DEVICE int qsl_at(const pkv_attention_params& p, int i) {
-    return clamp_int(p.query_start_loc[i * p.query_start_loc_stride], 0, p.num_tokens);
-}
-
 // Independent global loads in flight per thread while staging a tile: about 64 bytes.
 template <typename Raw>
 struct LoadBatch {

@@ -72,15 +72,6 @@ PKV_DEVICE void wave_sync() {
 #endif
 }
 
-PKV_DEVICE int clamp_int(int64_t v, int64_t lo, int64_t hi) {
-    return static_cast<int>(v < lo ? lo : (v > hi ? hi : v));
-}
-
-// query_start_loc[i], clamped into [0, num_tokens] (device values are not validated).
-PKV_DEVICE int qsl_at(const pkv_attention_params& p, int i) {
-    return clamp_int(p.query_start_loc[static_cast<int64_t>(i) * p.query_start_loc_stride], 0, p.num_tokens);
-}
-
 // Offset of dim d inside one token of one head (x is a power of two).
 PKV_DEVICE int64_t dim_offset(const pkv_cache_addr& a, int d) {
     return static_cast<int64_t>(d >> a.x_shift) * a.dhi + static_cast<int64_t>(d & ((1 << a.x_shift) - 1)) * a.dlo;

@@ -237,4 +237,18 @@ PKV_DEVICE Raw8<Raw> load8(const Raw* base, int64_t step, bool contiguous) {
     return r;
 }
 
+// ------------------------------------------------------------------------------------------
+// Attention arguments that live on the device (never validated by the host: clamped here).
+// ------------------------------------------------------------------------------------------
+
+PKV_DEVICE int clamp_int(int64_t v, int64_t lo, int64_t hi) {
+    return static_cast<int>(v < lo ? lo : (v > hi ? hi : v));
+}
+
+// query_start_loc[i], clamped into [0, num_tokens], so that garbage values cannot index out of
+// bounds (the host validated the shapes; the values are the caller's device data).
+PKV_DEVICE int qsl_at(const pkv_attention_params& p, int i) {
+    return clamp_int(p.query_start_loc[static_cast<int64_t>(i) * p.query_start_loc_stride], 0, p.num_tokens);
+}
+
 }  // namespace pkv
