@@ -47,17 +47,23 @@ constexpr int CHUNK = 8;             // elements per 16-byte (8-byte for fp8) lo
 constexpr int K_BYTES_IN_FLIGHT = 128;
 constexpr int V_BYTES_IN_FLIGHT = 128;
 constexpr int V_GROUP_LANES = 2;     // lanes splitting one dim's 8-slot groups (16 slots = 32 bytes)
-// Split reduce: chunk x split-group threads (head_size <= 256: 32 chunks). Many splits take 256
-// threads, so that a thread walks at most 4 of 64 (with 64 threads, 16 loads one after another
-// took ~10 us of B1 L32k); a few take 64 (most of 256 would idle in every work-group).
-constexpr int REDUCE_THREADS_FEW = 64;
-constexpr int REDUCE_THREADS_MANY = 256;
-constexpr int REDUCE_MANY_SPLITS = 16;  // more splits than this: REDUCE_THREADS_MANY
+// Split reduce: work-groups of REDUCE_THREADS threads, (chunk, split group) each, and few
+// registers (REDUCE_MIN_BLOCKS resident per SM: 64), so that they fit beside four decode
+// work-groups and are resident, waiting, when the decode grid ends (kernel at the end of the file).
+constexpr int REDUCE_THREADS = 64;
+constexpr int REDUCE_MIN_BLOCKS = 16;
+// A thread's splits, loaded together in one round trip; the split groups per chunk (a power of
+// two, at most REDUCE_MAX_GROUPS: lanes of one wave) grow until this many cover the splits.
+constexpr int REDUCE_SPLITS_PER_LOAD = 4;
+constexpr int REDUCE_MAX_GROUPS = 32;
+// Splits one reduce serves (one batch per thread); the planner's DECODE_MAX_SPLITS (src/core/plan.rs).
+constexpr int REDUCE_MAX_SPLITS = REDUCE_SPLITS_PER_LOAD * REDUCE_MAX_GROUPS;
 
 static_assert(DEC_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves");
 static_assert(PKV_WAVE_SIZE % (CHUNK * V_GROUP_LANES) == 0, "a wave tile is whole slot-group pairs");
-static_assert(REDUCE_THREADS_FEW % PKV_WAVE_SIZE == 0 && REDUCE_THREADS_MANY % PKV_WAVE_SIZE == 0,
-              "work-groups are whole waves");
+static_assert(REDUCE_THREADS % PKV_WAVE_SIZE == 0 && PKV_WAVE_SIZE % REDUCE_MAX_GROUPS == 0 &&
+                  REDUCE_THREADS % REDUCE_MAX_GROUPS == 0,
+              "reduce work-groups are whole waves, and a chunk's split groups lanes of one wave");
 
 #define NEG_INF __uint_as_float(0xff800000u)
 
@@ -1473,21 +1479,23 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 #endif  // PKV_CUDA
 
 // Merges the decode splits of one (sequence, query head): out = sum_j w_j acc_j / sum_j w_j l_j,
-// w_j = e^(m_j - M). One work-group per (sequence, head): the partials of a long single
-// sequence spread over the whole GPU instead of one work-group. Thread (group, chunk c) takes
-// splits group, group + groups, ... of chunk c and loads all of them, maxima and partials
-// together, in one memory round trip (the planner's at most 64 splits are at most
-// REDUCE_SPLITS_PER_LOAD per thread); it merges them against its own maximum, and the groups,
-// lanes of one wave, merge by shuffles. (Maxima first, then weights, then partials took three
-// round trips: ~5 us of B1 L32k's 52, timed by globaltimer marks; the groups' merge through
-// shared memory and a barrier cost B1 ~0.2 us more than the shuffles; docs/performance.md.)
-constexpr int REDUCE_SPLITS_PER_LOAD = 8;
+// w_j = e^(m_j - M). Work-groups (sequence, head, chunk range): the partials of a long single
+// sequence spread over the whole GPU. Thread (chunk c, group) takes splits group, group +
+// groups, ... of chunk c, at most REDUCE_SPLITS_PER_LOAD of them (REDUCE_MAX_SPLITS: 128; the
+// planner asks for at most 64 on every architecture), and loads them all, maxima and partials together, in one memory round trip; it
+// merges them against its own maximum, and the chunk's groups, lanes of one wave, merge by
+// shuffles. History (docs/performance.md): maxima, weights and partials in three round trips
+// took ~5 us of B1 L32k's 52; the groups merged through shared memory cost ~0.2 us more than
+// shuffles; and 256-thread work-groups of 114 registers could not be resident beside four
+// decode work-groups (61440 of an SM's 65536 registers), so they started only as decode
+// work-groups left and ended 3.8 us after the decode kernel.
 
 // Adds the partials of up to REDUCE_SPLITS_PER_LOAD splits j0, j0 + step, .. (< S) of chunk
 // `c` to a running merge (m, den, num) relative to its maximum m. An empty split (m_j = -inf:
 // it saw no key; its partial was never written) adds nothing.
-PKV_DEVICE void reduce_add_splits(const float* ws_acc, const float* ws_ml, int64_t slot0, int j0, int step, int S,
-                                  int D, int c, float& m, float& den, float (&num)[CHUNK]) {
+// `acc` and `ml` point at split 0's partial of the chunk and split 0's (max, sum).
+PKV_DEVICE void reduce_add_splits(const float* acc, const float2* ml_of, int j0, int step, int S, int D, float& m,
+                                  float& den, float (&num)[CHUNK]) {
     float2 ml[REDUCE_SPLITS_PER_LOAD];
     float4 a[REDUCE_SPLITS_PER_LOAD][2];
     // Every load first (independent, in flight together), then the arithmetic.
@@ -1496,8 +1504,8 @@ PKV_DEVICE void reduce_add_splits(const float* ws_acc, const float* ws_ml, int64
         const int j = j0 + b * step;
         ml[b] = make_float2(NEG_INF, 0.0f);
         if (j < S) {
-            ml[b] = *reinterpret_cast<const float2*>(ws_ml + (slot0 + j) * 2);
-            const float4* src = reinterpret_cast<const float4*>(ws_acc + (slot0 + j) * D + c * CHUNK);
+            ml[b] = ml_of[j];
+            const float4* src = reinterpret_cast<const float4*>(acc + static_cast<int64_t>(j) * D);
             a[b][0] = src[0];
             a[b][1] = src[1];
         }
@@ -1527,24 +1535,23 @@ PKV_DEVICE void reduce_add_splits(const float* ws_acc, const float* ws_ml, int64
     m = mx;
 }
 
-// Split groups per chunk in the reduce: a power of two within a wave, so that a chunk's groups
-// are consecutive lanes of one wave and merge by shuffles (no shared memory, no barrier).
-PKV_DEVICE int reduce_groups(int threads, int nch) {
+// Split groups per chunk for `splits` splits (host and device agree on it: the grid depends on it).
+__host__ __device__ inline int reduce_groups(int splits) {
     int groups = 1;
-    while (2 * groups * nch <= threads && 2 * groups <= PKV_WAVE_SIZE) groups *= 2;
+    while (groups * REDUCE_SPLITS_PER_LOAD < splits && 2 * groups <= REDUCE_MAX_GROUPS) groups *= 2;
     return groups;
 }
 
-template <int kOut, int kThreads>
-__global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_params p) {
+template <int kOut>
+__global__ void PKV_LAUNCH_BOUNDS(REDUCE_THREADS, REDUCE_MIN_BLOCKS) decode_reduce_kernel(pkv_attention_params p) {
     // Launched as a programmatic dependent of the decode kernel where the device allows: the
     // general kernel after it may be scheduled now; wait for the partials before reading them.
     // The query offsets are the caller's (the decode kernel writes only partials and output
-    // rows), so they load before the wait: after it, the partials are the only round trip.
+    // rows), so they load before the wait: after it, the partials are the only round trip (and
+    // the output scale, for fp8 outputs: held from here, its register spilled at 64).
     pkv_allow_next_grid();
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
-    const int tid = threadIdx.x;
     const int q_begin = qsl_at(p, seq);
     const bool decode_row = qsl_at(p, seq + 1) - q_begin == 1;
     pkv_wait_prior_grids();  // (before any exit: this kernel's completion implies the decode kernel's)
@@ -1552,20 +1559,27 @@ __global__ void __launch_bounds__(kThreads) decode_reduce_kernel(pkv_attention_p
     const int D = p.head_size;
     const int S = p.decode_splits;
     const int nch = D / CHUNK;
-    const float* ws_acc = p.decode_workspace;
-    const float* ws_ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D;
     const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_q_heads + h) * S;
 
-    // Thread (chunk c, group): the chunk's groups are lanes c * groups .. c * groups + groups - 1.
-    const int groups = reduce_groups(kThreads, nch);
-    const int c = tid / groups, group = tid % groups;
+    // Thread (chunk c, group): the chunk's groups are lanes c * groups .. c * groups + groups - 1
+    // of this work-group's range of chunks.
+    const int groups = reduce_groups(S);
+    const int c = static_cast<int>(blockIdx.z) * (REDUCE_THREADS / groups) + static_cast<int>(threadIdx.x) / groups;
+    const int group = static_cast<int>(threadIdx.x) % groups;
     const bool active = c < nch;
     float m = NEG_INF, den = 0.0f, num[CHUNK];
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
     if (active) {
-        for (int j0 = group; j0 < S; j0 += REDUCE_SPLITS_PER_LOAD * groups)
-            reduce_add_splits(ws_acc, ws_ml, slot0, j0, groups, S, D, c, m, den, num);
+        // Partials [seq, head, split, D], then their (max, sum) pairs [seq, head, split].
+        const float* acc = p.decode_workspace + slot0 * D + c * CHUNK;
+        const float2* ml = reinterpret_cast<const float2*>(
+                               p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D) +
+                           slot0;
+        // One batch: the launcher sends at most REDUCE_MAX_SPLITS splits. (A loop over further
+        // batches kept state live across the loads: 72 registers, spilled at 64.)
+        reduce_add_splits(acc, ml, group, groups, S, D, m, den, num);
+
     }
     // Merge the groups' running states pairwise (every lane of the wave takes part).
     for (int o = groups / 2; o > 0; o /= 2) {
@@ -1597,14 +1611,10 @@ template <int kOut>
 pkv_error_t launch_reduce(const pkv_attention_params& p, pkv_stream_t stream) {
     pkv_error_t e = pkv_get_last_error();
     if (e != pkv_success || p.decode_splits == 1) return e;
-    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads));
-    const bool overlap = p.overlap_after_decode != 0;
-    if (p.decode_splits > REDUCE_MANY_SPLITS) {
-        return pkv_launch(decode_reduce_kernel<kOut, REDUCE_THREADS_MANY>, grid, dim3(REDUCE_THREADS_MANY), 0, stream,
-                          overlap, p);
-    }
-    return pkv_launch(decode_reduce_kernel<kOut, REDUCE_THREADS_FEW>, grid, dim3(REDUCE_THREADS_FEW), 0, stream, overlap,
-                      p);
+    const int chunks_per_wg = REDUCE_THREADS / reduce_groups(p.decode_splits);
+    const int ranges = (p.head_size / CHUNK + chunks_per_wg - 1) / chunks_per_wg;
+    const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads), static_cast<unsigned>(ranges));
+    return pkv_launch(decode_reduce_kernel<kOut>, grid, dim3(REDUCE_THREADS), 0, stream, p.overlap_after_decode != 0, p);
 }
 
 template <int kQuery, int kCache, int kMaxD>
@@ -1672,6 +1682,8 @@ extern "C" int pkv_kernel_paged_decode(const pkv_attention_params* p, void* stre
     return p->decode_kernel ? static_cast<int>(hipErrorInvalidDeviceFunction) : 0;
 #else
     if (!p->decode_kernel || p->num_tokens <= 0 || p->num_seqs <= 0) return 0;
+    // More splits than one reduce serves: refused before anything runs (the planner caps them).
+    if (p->decode_splits > pkv::REDUCE_MAX_SPLITS) return static_cast<int>(cudaErrorInvalidConfiguration);
     const pkv_stream_t s = static_cast<pkv_stream_t>(stream);
 #if defined(PKV_CUDA)
     // The planner chose the tensor-core variant (f16/bf16 queries; a cache of the same dtype,

@@ -372,6 +372,9 @@ pub(crate) const DECODE_MIN_KEYS_PER_SPLIT: u64 = 256;
 /// long context while its neighbours finish short ones would set the batch's time (mixed
 /// lengths). Splits of a sequence share its keys equally, so no work-group walks more.
 pub(crate) const DECODE_MAX_KEYS_PER_SPLIT: u64 = 6144;
+/// Most decode splits one split reduce serves (`REDUCE_MAX_SPLITS` in kernels/decode.hip: its
+/// threads each load at most 4 splits, 32 lanes per chunk). The tuning rows ask for fewer.
+pub(crate) const DECODE_MAX_SPLITS: u64 = 128;
 
 /// Shared memory of the decode kernel instance serving `head_size` on waves of `wave_size`:
 /// the `__shared__` arrays of `paged_decode_kernel` (FMA), or those of `paged_decode_mma_kernel`
@@ -535,7 +538,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         let for_length = (p.max_context_bound() as u64).div_ceil(DECODE_MAX_KEYS_PER_SPLIT);
         let wanted = if for_length > fill { for_length.div_ceil(fill) * fill } else { fill };
         let by_length = (p.max_context_bound() as u64).div_ceil(DECODE_MIN_KEYS_PER_SPLIT).max(1);
-        let mut splits = wanted.min(tuning.max_splits as u64).min(by_length).max(1) as u32;
+        let mut splits = wanted.min(tuning.max_splits as u64).min(DECODE_MAX_SPLITS).min(by_length).max(1) as u32;
         if !decode_shaped {
             // Decode rows of a prefill-carried batch: no more splits than the general kernel.
             splits = splits.min(num_splits);

@@ -112,6 +112,8 @@ mod tests {
             );
             assert!(t.rows_per_cta <= crate::core::plan::KERNEL_MAX_ROWS);
             assert!(t.max_splits >= 1 && t.rows_per_cta >= 1 && t.decode_ctas_per_cu >= 1);
+            // The decode split reduce serves at most this many (the planner also caps them).
+            assert!(t.max_splits as u64 <= crate::core::plan::DECODE_MAX_SPLITS);
         }
         assert_eq!(tuning_for("gfx942").arch_prefix, "gfx94");
         assert_eq!(tuning_for("gfx1100").arch_prefix, "gfx11");
