@@ -47,9 +47,9 @@ constexpr int CHUNK = 8;             // elements per 16-byte (8-byte for fp8) lo
 constexpr int K_BYTES_IN_FLIGHT = 128;
 constexpr int V_BYTES_IN_FLIGHT = 128;
 constexpr int V_GROUP_LANES = 2;     // lanes splitting one dim's 8-slot groups (16 slots = 32 bytes)
-// Split reduce: work-groups of REDUCE_THREADS threads, (chunk, split group) each, and few
-// registers (REDUCE_MIN_BLOCKS resident per SM: 64), so that they fit beside four decode
-// work-groups and are resident, waiting, when the decode grid ends (kernel at the end of the file).
+// Split reduce: work-groups of REDUCE_THREADS threads, (chunk, split group) each, capped at 64
+// registers per thread (REDUCE_MIN_BLOCKS resident per SM), so that one fits beside four decode
+// work-groups and is resident, waiting, when the decode grid ends (kernel at the end of the file).
 constexpr int REDUCE_THREADS = 64;
 constexpr int REDUCE_MIN_BLOCKS = 16;
 // A thread's splits, loaded together in one round trip; the split groups per chunk (a power of
@@ -1482,9 +1482,9 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 // w_j = e^(m_j - M). Work-groups (sequence, head, chunk range): the partials of a long single
 // sequence spread over the whole GPU. Thread (chunk c, group) takes splits group, group +
 // groups, ... of chunk c, at most REDUCE_SPLITS_PER_LOAD of them (REDUCE_MAX_SPLITS: 128; the
-// planner asks for at most 64 on every architecture), and loads them all, maxima and partials together, in one memory round trip; it
-// merges them against its own maximum, and the chunk's groups, lanes of one wave, merge by
-// shuffles. History (docs/performance.md): maxima, weights and partials in three round trips
+// planner asks for at most 64 on every architecture), and loads them all, maxima and partials
+// together, in one memory round trip; it merges them against its own maximum, and the chunk's
+// groups, lanes of one wave, merge by shuffles. History (docs/performance.md): maxima, weights and partials in three round trips
 // took ~5 us of B1 L32k's 52; the groups merged through shared memory cost ~0.2 us more than
 // shuffles; and 256-thread work-groups of 114 registers could not be resident beside four
 // decode work-groups (61440 of an SM's 65536 registers), so they started only as decode
@@ -1547,8 +1547,9 @@ __global__ void PKV_LAUNCH_BOUNDS(REDUCE_THREADS, REDUCE_MIN_BLOCKS) decode_redu
     // Launched as a programmatic dependent of the decode kernel where the device allows: the
     // general kernel after it may be scheduled now; wait for the partials before reading them.
     // The query offsets are the caller's (the decode kernel writes only partials and output
-    // rows), so they load before the wait: after it, the partials are the only round trip (and
-    // the output scale, for fp8 outputs: held from here, its register spilled at 64).
+    // rows), so they load before the wait: after it, the partials are the only round trip. (The
+    // output scale of fp8 outputs loads at the end: held from here, its register made the
+    // kernel spill at 64.)
     pkv_allow_next_grid();
     const int seq = blockIdx.x;
     const int h = blockIdx.y;
@@ -1579,7 +1580,6 @@ __global__ void PKV_LAUNCH_BOUNDS(REDUCE_THREADS, REDUCE_MIN_BLOCKS) decode_redu
         // One batch: the launcher sends at most REDUCE_MAX_SPLITS splits. (A loop over further
         // batches kept state live across the loads: 72 registers, spilled at 64.)
         reduce_add_splits(acc, ml, group, groups, S, D, m, den, num);
-
     }
     // Merge the groups' running states pairwise (every lane of the wave takes part).
     for (int o = groups / 2; o > 0; o /= 2) {
