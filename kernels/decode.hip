@@ -1484,11 +1484,11 @@ __global__ void __launch_bounds__(kMaxD <= 128 ? MMA_THREADS_SMALL : MMA_THREADS
 // groups, ... of chunk c, at most REDUCE_SPLITS_PER_LOAD of them (REDUCE_MAX_SPLITS: 128; the
 // planner asks for at most 64 on every architecture), and loads them all, maxima and partials
 // together, in one memory round trip; it merges them against its own maximum, and the chunk's
-// groups, lanes of one wave, merge by shuffles. History (docs/performance.md): maxima, weights and partials in three round trips
-// took ~5 us of B1 L32k's 52; the groups merged through shared memory cost ~0.2 us more than
-// shuffles; and 256-thread work-groups of 114 registers could not be resident beside four
-// decode work-groups (61440 of an SM's 65536 registers), so they started only as decode
-// work-groups left and ended 3.8 us after the decode kernel.
+// groups, lanes of one wave, merge by shuffles. History (docs/performance.md): maxima, weights
+// and partials in three round trips took ~5 us of B1 L32k's 52; the groups merged through
+// shared memory cost ~0.2 us more than shuffles; and 256-thread work-groups of 114 registers
+// could not be resident beside four decode work-groups (61440 of an SM's 65536 registers), so
+// they started only as decode work-groups left and ended 3.8 us after the decode kernel.
 
 // Adds the partials of up to REDUCE_SPLITS_PER_LOAD splits j0, j0 + step, .. (< S) of chunk
 // `c` to a running merge (m, den, num) relative to its maximum m. An empty split (m_j = -inf:

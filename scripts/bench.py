@@ -129,20 +129,11 @@ def timed_call(call, iters: int, flush: torch.Tensor) -> GraphTime:
     for g in graphs + [plain]:  # (a graph's first launch uploads it)
         g.replay()
     torch.cuda.synchronize()
-    busy(flush=flush)
-    ev_out = [[torch.cuda.Event(enable_timing=True) for _ in range(2)] for _ in range(iters)]
-    for ev in ev_out:
-        # Read (not write) the flush buffer: it evicts L2 without leaving dirty lines that the
-        # timed kernel would then pay to write back.
-        flush.sum()
-        ev[0].record()
-        plain.replay()
-        ev[1].record()
-    for g in graphs:
-        flush.sum()
+    around = timed(plain.replay, iters, flush)
+    for g in graphs:  # (the GPU is still busy from the runs just timed)
+        flush.sum()  # a read, as in `timed`
         g.replay()
     torch.cuda.synchronize()
-    around = statistics.median(a.elapsed_time(b) * 1000.0 for a, b in ev_out)
     inside = statistics.median(a.elapsed_time(b) * 1000.0 for a, b in ev_in) if ev_in else around
     del graphs, plain
     return GraphTime(inside, around)
