@@ -249,9 +249,16 @@ PKV_DEVICE float wave_sum(float v) {
     return v;
 }
 
+// The decode workspace (more than one split): the splits' partials [num_seqs, num_q_heads,
+// decode_splits, head_size], each relative to its own maximum, then their (max, sum) pairs
+// [num_seqs, num_q_heads, decode_splits], here. merge_waves writes both; the split reduce reads them.
+PKV_DEVICE float2* split_stats(const pkv_attention_params& p) {
+    return reinterpret_cast<float2*>(p.decode_workspace +
+                                     static_cast<int64_t>(p.num_seqs) * p.num_q_heads * p.decode_splits * p.head_size);
+}
+
 // Merges the waves' partial results (shared memory, after a barrier) of `hpc` heads and writes
-// the output row (one split) or this split's partial: [seq, head, split, D] then [.., 2]
-// (max, sum), the partial relative to its own max.
+// the output row (one split) or this split's partial and (max, sum) pair (split_stats).
 template <int kQuery, int kWaves, int kHeads, int kMaxD>
 PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[kHeads][kMaxD],
                             const float (*s_ml)[kHeads][2], int hpc, int seq, int split, int q_begin, int qh0,
@@ -295,11 +302,7 @@ PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[
             float4* dst = reinterpret_cast<float4*>(p.decode_workspace + slot * D + c * CHUNK);
             dst[0] = make_float4(num[0] * vmul, num[1] * vmul, num[2] * vmul, num[3] * vmul);
             dst[1] = make_float4(num[4] * vmul, num[5] * vmul, num[6] * vmul, num[7] * vmul);
-            if (c == 0) {
-                float* ml = p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D + slot * 2;
-                ml[0] = M;
-                ml[1] = den;
-            }
+            if (c == 0) split_stats(p)[slot] = make_float2(M, den);
         }
     }
 }
@@ -1572,11 +1575,9 @@ __global__ void PKV_LAUNCH_BOUNDS(REDUCE_THREADS, REDUCE_MIN_BLOCKS) decode_redu
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
     if (active) {
-        // Partials [seq, head, split, D], then their (max, sum) pairs [seq, head, split].
+        // This chunk of split 0's partial, and split 0's (max, sum) (split_stats).
         const float* acc = p.decode_workspace + slot0 * D + c * CHUNK;
-        const float2* ml = reinterpret_cast<const float2*>(
-                               p.decode_workspace + static_cast<int64_t>(p.num_seqs) * p.num_q_heads * S * D) +
-                           slot0;
+        const float2* ml = split_stats(p) + slot0;
         // One batch: the launcher sends at most REDUCE_MAX_SPLITS splits. (A loop over further
         // batches kept state live across the loads: 72 registers, spilled at 64.)
         reduce_add_splits(acc, ml, group, groups, S, D, m, den, num);
