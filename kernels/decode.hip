@@ -251,14 +251,19 @@ PKV_DEVICE float wave_sum(float v) {
 
 // The decode workspace (more than one split): the splits' partials [num_seqs, num_q_heads,
 // decode_splits, head_size], each relative to its own maximum, then their (max, sum) pairs
-// [num_seqs, num_q_heads, decode_splits], here. merge_waves writes both; the split reduce reads them.
+// [num_seqs, num_q_heads, decode_splits]. merge_waves writes both; the split reduce reads them.
+// Slot (seq * num_q_heads + head) * decode_splits + split: its partial, and its (max, sum) pair.
+PKV_DEVICE float* split_partial(const pkv_attention_params& p, int64_t slot) {
+    return p.decode_workspace + slot * p.head_size;
+}
 PKV_DEVICE float2* split_stats(const pkv_attention_params& p) {
     return reinterpret_cast<float2*>(p.decode_workspace +
                                      static_cast<int64_t>(p.num_seqs) * p.num_q_heads * p.decode_splits * p.head_size);
 }
 
 // Merges the waves' partial results (shared memory, after a barrier) of `hpc` heads and writes
-// the output row (one split) or this split's partial and (max, sum) pair (split_stats).
+// the output row (one split) or this split's partial and (max, sum) pair (split_partial,
+// split_stats).
 template <int kQuery, int kWaves, int kHeads, int kMaxD>
 PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[kHeads][kMaxD],
                             const float (*s_ml)[kHeads][2], int hpc, int seq, int split, int q_begin, int qh0,
@@ -299,7 +304,7 @@ PKV_DEVICE void merge_waves(const pkv_attention_params& p, const float (*s_acc)[
             store_out8<kQuery>(p.output, off, p.output_strides[2], p.output_contig != 0, v, p.out_fp8, out_inv_scale);
         } else {
             const int64_t slot = (static_cast<int64_t>(seq) * p.num_q_heads + qh) * S + split;
-            float4* dst = reinterpret_cast<float4*>(p.decode_workspace + slot * D + c * CHUNK);
+            float4* dst = reinterpret_cast<float4*>(split_partial(p, slot) + c * CHUNK);
             dst[0] = make_float4(num[0] * vmul, num[1] * vmul, num[2] * vmul, num[3] * vmul);
             dst[1] = make_float4(num[4] * vmul, num[5] * vmul, num[6] * vmul, num[7] * vmul);
             if (c == 0) split_stats(p)[slot] = make_float2(M, den);
@@ -1575,8 +1580,8 @@ __global__ void PKV_LAUNCH_BOUNDS(REDUCE_THREADS, REDUCE_MIN_BLOCKS) decode_redu
 #pragma unroll
     for (int i = 0; i < CHUNK; ++i) num[i] = 0.0f;
     if (active) {
-        // This chunk of split 0's partial, and split 0's (max, sum) (split_stats).
-        const float* acc = p.decode_workspace + slot0 * D + c * CHUNK;
+        // This chunk of split 0's partial, and split 0's (max, sum).
+        const float* acc = split_partial(p, slot0) + c * CHUNK;
         const float2* ml = split_stats(p) + slot0;
         // One batch: the launcher sends at most REDUCE_MAX_SPLITS splits. (A loop over further
         // batches kept state live across the loads: 72 registers, spilled at 64.)

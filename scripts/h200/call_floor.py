@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The benchmark's own floor for a short call: `bench.timed_call` (events captured in the graph
-around the call, L2 flushed before each run) of calls that do next to nothing, one and two
-one-element kernels, against the B1 L32k decode call, so that a short case's distance from the
-copy rate can be split into its bytes' time, its kernels' own overheads and this fixed cost.
+around the call, L2 flushed before each run) of calls that do next to nothing: one and two
+one-element kernels. A short case's time (B1 L32k's, from bench.py) then splits into its bytes'
+time at the copy rate, its kernels' own overheads and this fixed cost.
 
   PYTHONPATH=python python3 scripts/h200/call_floor.py   (needs torch, a GPU)
 """
