@@ -16,7 +16,9 @@
 // [lo, hi] (hi < seq_len) are read: unwritten (NaN-poisoned) slots and block-table columns
 // past a sequence's last block are never touched; other positions stage as exact zeros.
 
+#include "cache_io.h"
 #include "pkv_common.h"
+#include "prefill.h"
 
 namespace pkv {
 namespace {
@@ -98,28 +100,6 @@ PKV_DEVICE int vt_index(int d, int key, int tile) {
     return d * tile + ((((key >> 2) ^ (d >> 3)) & mask) | ((key >> 2) & ~mask)) * 4 + (key & 3);
 }
 
-// Offset of dim d inside one token of one head (x is a power of two: shifts, no division).
-PKV_DEVICE int64_t dim_offset(const pkv_cache_addr& a, int d) {
-    return static_cast<int64_t>(d >> a.x_shift) * a.dhi + static_cast<int64_t>(d & ((1 << a.x_shift) - 1)) * a.dlo;
-}
-
-// Loads dims d0..d0+7 of one cached token whose layout keeps `run` elements contiguous.
-template <typename Raw>
-PKV_DEVICE Raw8<Raw> load8_run(const Raw* base, const pkv_cache_addr& a, int d0, int run) {
-    Raw8<Raw> r;
-    if (run == 8) {
-        r.load_all(base + dim_offset(a, d0));
-    } else if (run == 4) {
-        r.load_half(0, base + dim_offset(a, d0));
-        r.load_half(1, base + dim_offset(a, d0 + 4));
-    } else {
-        r.clear();
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) r.set(i, base[dim_offset(a, d0 + i)]);
-    }
-    return r;
-}
-
 template <typename Raw>
 PKV_DEVICE Raw8<Raw> zero8() {
     Raw8<Raw> r;
@@ -137,38 +117,6 @@ template <>
 struct Dequant<PKV_DT_U8> {
     static PKV_DEVICE float run(uint8_t r, const float* lut, float scale) { return lut[r] * scale; }
 };
-
-// Writes 8 output elements (already final f32 values) as the output dtype.
-template <int kOut>
-PKV_DEVICE void store_out8(void* out, int64_t off, int64_t step, bool contig, const float* v, int out_fp8,
-                           float out_inv_scale) {
-    if (out_fp8 != PKV_FP8_NONE) {
-        Raw8<uint8_t> r;
-        r.clear();
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) r.set(i, fp8_encode(out_fp8, v[i] * out_inv_scale));
-        uint8_t* o = static_cast<uint8_t*>(out) + off;
-        if (contig) {
-            r.store_all(o);
-        } else {
-#pragma unroll
-            for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
-        }
-        return;
-    }
-    typedef typename Elem<kOut>::raw Raw;
-    Raw8<Raw> r;
-    r.clear();
-#pragma unroll
-    for (int i = 0; i < CHUNK; ++i) r.set(i, Elem<kOut>::from_f32(v[i]));
-    Raw* o = static_cast<Raw*>(out) + off;
-    if (contig) {
-        r.store_all(o);
-    } else {
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
-    }
-}
 
 PKV_DEVICE int log2_of(int pow2) { return __ffs(pow2) - 1; }
 
@@ -694,7 +642,10 @@ __global__ void __launch_bounds__(REDUCE_THREADS) split_reduce_kernel(pkv_attent
 }
 
 template <int kQuery, int kCache>
-pkv_error_t launch(const pkv_attention_params& p, pkv_stream_t stream) {
+pkv_error_t launch_general(const pkv_attention_params& p, pkv_stream_t stream) {
+#if defined(PKV_CUDA)
+    if (p.general_mma != 0) return launch_prefill_mma(p, stream);
+#endif
     void (*kernel)(pkv_attention_params) = paged_attention_kernel<kQuery, kCache>;
     if (p.shared_mem_bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
         const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), p.shared_mem_bytes);
@@ -705,7 +656,14 @@ pkv_error_t launch(const pkv_attention_params& p, pkv_stream_t stream) {
     // (The decode kernel, when the plan has one, was launched just before: pkv_kernel_paged_decode
     // launches whenever decode_kernel is set and the batch is not empty, as here.)
     const bool overlap = p.overlap_after_decode != 0 && p.decode_kernel != 0;
-    pkv_error_t e = pkv_launch(kernel, grid, dim3(ATT_THREADS), p.shared_mem_bytes, stream, overlap, p);
+    return pkv_launch(kernel, grid, dim3(ATT_THREADS), p.shared_mem_bytes, stream, overlap, p);
+}
+
+// The general kernel, or in its place the tensor-core prefill kernel (prefill.hip) where the
+// plan chose it; then the split reduce, which merges either kernel's partials.
+template <int kQuery, int kCache>
+pkv_error_t launch(const pkv_attention_params& p, pkv_stream_t stream) {
+    pkv_error_t e = launch_general<kQuery, kCache>(p, stream);
     if (e != pkv_success || p.num_splits == 1) return e;
     split_reduce_kernel<kQuery><<<static_cast<unsigned>(p.num_tokens), REDUCE_THREADS, 0, stream>>>(p);
     return pkv_get_last_error();

@@ -26,6 +26,7 @@
 // Only positions in [lo, seq_len) are read: unwritten (NaN-poisoned) slots and block-table
 // columns past a sequence's last block are never touched.
 
+#include "cache_io.h"
 #include "pkv_common.h"
 
 #if defined(PKV_CUDA)
@@ -76,28 +77,6 @@ PKV_DEVICE void wave_sync() {
 #else
     __syncwarp();
 #endif
-}
-
-// Offset of dim d inside one token of one head (x is a power of two).
-PKV_DEVICE int64_t dim_offset(const pkv_cache_addr& a, int d) {
-    return static_cast<int64_t>(d >> a.x_shift) * a.dhi + static_cast<int64_t>(d & ((1 << a.x_shift) - 1)) * a.dlo;
-}
-
-// Dims d0..d0+7 of one cached token whose layout keeps `run` elements contiguous.
-template <typename Raw>
-PKV_DEVICE Raw8<Raw> load8_run(const Raw* base, const pkv_cache_addr& a, int d0, int run) {
-    Raw8<Raw> r;
-    if (run == 8) {
-        r.load_all(base + dim_offset(a, d0));
-    } else if (run == 4) {
-        r.load_half(0, base + dim_offset(a, d0));
-        r.load_half(1, base + dim_offset(a, d0 + 4));
-    } else {
-        r.clear();
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) r.set(i, base[dim_offset(a, d0 + i)]);
-    }
-    return r;
 }
 
 // fp8 decode without a table (a table lookup per element would make fp8 bound by shared-memory
@@ -163,38 +142,6 @@ struct Deq8<PKV_DT_U8> {
         for (int i = 0; i < CHUNK; ++i) f[i] = fp8_code_scaled(d, r.get(i));
     }
 };
-
-// Writes 8 output elements (final f32 values) as the output dtype.
-template <int kOut>
-PKV_DEVICE void store_out8(void* out, int64_t off, int64_t step, bool contig, const float* v, int out_fp8,
-                           float out_inv_scale) {
-    if (out_fp8 != PKV_FP8_NONE) {
-        Raw8<uint8_t> r;
-        r.clear();
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) r.set(i, fp8_encode(out_fp8, v[i] * out_inv_scale));
-        uint8_t* o = static_cast<uint8_t*>(out) + off;
-        if (contig) {
-            r.store_all(o);
-        } else {
-#pragma unroll
-            for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
-        }
-        return;
-    }
-    typedef typename Elem<kOut>::raw Raw;
-    Raw8<Raw> r;
-    r.clear();
-#pragma unroll
-    for (int i = 0; i < CHUNK; ++i) r.set(i, Elem<kOut>::from_f32(v[i]));
-    Raw* o = static_cast<Raw*>(out) + off;
-    if (contig) {
-        r.store_all(o);
-    } else {
-#pragma unroll
-        for (int i = 0; i < CHUNK; ++i) o[i * step] = r.get(i);
-    }
-}
 
 // acc[u][h] += sum_i prob[h][i] * v_u[i] for the first n units u (8 slots of one dim each) and
 // the first hpc heads. Heads go in pairs: a pair's 16 probabilities stay in registers while

@@ -132,10 +132,11 @@ typedef struct {
     int32_t key_fast;         // 1: the decode tensor-core kernel's run-folded twin serves these keys (decode.hip kFast)
     int32_t overlap_after_decode;  // 1: the decode reduce and the general kernel are programmatic dependents (sm_90+)
     int32_t decode_covers_all;  // 1: max_query_len = 1, no general kernel: decode.hip sets longer queries' rows to NaN
+    int32_t general_mma;        // 1: the tensor-core prefill kernel (prefill.hip) runs in the general kernel's place
 } pkv_attention_params;
 
 #ifdef __cplusplus
 static_assert(sizeof(pkv_cache_addr) == 24, "mirror of src/gpu/params.rs");
 static_assert(sizeof(pkv_write_params) == 56 + 56 + 48 + 16 + 48, "mirror of src/gpu/params.rs");
-static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 48, "mirror of src/gpu/params.rs");
+static_assert(sizeof(pkv_attention_params) == 104 + 96 + 48 + 16 + 104 + 56, "mirror of src/gpu/params.rs");
 #endif

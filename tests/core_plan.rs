@@ -9,7 +9,9 @@ use common::Rng;
 use pagedkv::Status;
 use pagedkv::core::attention::{AttentionArgs, AttentionProblem, BatchValues, check_batch_values, validate_attention};
 use pagedkv::core::dtype::{DType, Device, Fp8Format, KvCacheDtype, KvLayout};
-use pagedkv::core::plan::{AttentionPath, DecodeKernel, DeviceLimits, Plan, Target, plan_attention};
+use pagedkv::core::plan::{
+    AttentionPath, DecodeKernel, DeviceLimits, GeneralKernel, Plan, Target, plan_attention, prefill_mma_shared_mem_bytes,
+};
 use pagedkv::core::tensor::TensorDesc;
 
 /// Descriptors of one attention call at fake (aligned, never dereferenced) addresses.
@@ -332,6 +334,64 @@ fn max_query_len_one_leaves_out_the_general_kernel() {
     assert_eq!((bounded.decode, bounded.tile_size), (plan(1).decode, plan(1).tile_size));
     assert!(!unknown.decode.unwrap().covers_all);
     assert_ne!(unknown.tile_size, plan(0).tile_size);
+}
+
+/// Prefill rows take the tensor-core prefill kernel on NVIDIA sm_80+ for f16/bf16 queries over
+/// a cache of the same dtype and head sizes that are multiples of 16 from 64 to 128: 64 rows of
+/// 128 threads (every query head of a kv head, for 64 / G tokens), 64-key tiles. Everything
+/// else keeps the general FMA kernel, and decode-shaped batches never take it.
+#[test]
+fn prefill_rows_take_tensor_cores_where_they_can() {
+    let h200 = gpu("sm_90", 32, 49152, 232448, 132);
+    let prefill = |qdt: DType, d: i64| Dims {
+        qdt,
+        num_tokens: 8 * 512,
+        num_seqs: 8,
+        hq: 32,
+        hkv: 8,
+        d,
+        bs: 16,
+        nb: 8,
+        cols: 4608 / 16,
+    };
+    let general = |m: &Dims, cache: DType, kv: KvCacheDtype, t: &Target| {
+        plan_attention(&problem_with_cache(m, cache, kv), t).unwrap()
+    };
+    let p = general(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &h200);
+    assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "{p:?}");
+    assert_eq!((p.threads, p.block_q, p.tile_size, p.general.heads_per_cta, p.general.head_groups), (128, 16, 64, 4, 1));
+    assert_eq!(p.shared_mem_bytes, prefill_mma_shared_mem_bytes(128));
+    assert!(p.shared_mem_bytes > 49152 && p.shared_mem_bytes <= 232448);
+    assert!(p.reason.describe("sm_90", p.num_splits).contains("tensor-core prefill kernel"));
+    // Every head size that is a multiple of 16 from 64 to 128, in f16 too; MHA and wide GQA.
+    for d in [64i64, 80, 96, 112, 128] {
+        let p = general(&prefill(DType::F16, d), DType::F16, KvCacheDtype::Auto, &h200);
+        assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "head {d}");
+    }
+    for (hq, hkv, block_q, groups) in [(8i64, 8i64, 64u32, 1u32), (64, 1, 1, 1), (256, 2, 1, 2)] {
+        let m = Dims { hq, hkv, ..prefill(DType::BF16, 128) };
+        let p = general(&m, DType::BF16, KvCacheDtype::Auto, &h200);
+        assert_eq!((p.block_q, p.general.head_groups), (block_q, groups), "{hq}/{hkv}");
+        assert!(p.general.heads_per_cta * p.block_q <= 64);
+    }
+    // The general kernel: other head sizes, f32 queries, fp8 caches, AMD, pre-sm_80 NVIDIA.
+    let fma = |m: &Dims, cache: DType, kv: KvCacheDtype, t: &Target| {
+        let p = general(m, cache, kv, t);
+        assert_eq!(p.general.kernel, GeneralKernel::Fma, "{m:?} {kv:?} on {}", t.arch());
+        assert_eq!(p.threads, 256);
+    };
+    fma(&prefill(DType::BF16, 72), DType::BF16, KvCacheDtype::Auto, &h200);
+    fma(&prefill(DType::BF16, 48), DType::BF16, KvCacheDtype::Auto, &h200);
+    fma(&prefill(DType::BF16, 256), DType::BF16, KvCacheDtype::Auto, &h200);
+    fma(&prefill(DType::F32, 128), DType::F32, KvCacheDtype::Auto, &h200);
+    fma(&prefill(DType::BF16, 128), DType::U8, KvCacheDtype::Fp8E4M3, &h200);
+    fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("gfx942", 64, 65536, 65536, 304));
+    fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("sm_75", 32, 49152, 65536, 40));
+    // Too little opt-in shared memory for the prefill kernel's stages: the general kernel.
+    fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("sm_90", 32, 49152, 65536, 132));
+    // Decode-shaped batches: the decode kernel carries them; the general plan stays FMA.
+    let p = general(&decode_dims(64, 128, 4096), DType::BF16, KvCacheDtype::Auto, &h200);
+    assert_eq!(p.general.kernel, GeneralKernel::Fma);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """One decode-attention call (B64, 4k context, block 16, 32 q / 8 kv heads, head 128, bf16)
-and one cache write (65536 tokens), for a profiler (ncu) to look at. Usage: under ncu."""
+and one cache write (65536 tokens), for a profiler (ncu) to look at. Usage: under ncu.
+PKV_PROFILE_QLEN=512 makes it a prefill chunk instead: that many new query tokens per sequence,
+the last ones of its context (the benchmark's prefill case: PKV_PROFILE_BATCH=8
+PKV_PROFILE_CTX=4608 PKV_PROFILE_QLEN=512)."""
 
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ if fp8:
     kw = dict(kv_cache_dtype="fp8", k_scale=torch.tensor([0.02], device=dev), v_scale=torch.tensor([0.03], device=dev))
 kc, vc = pkv.split_kv_cache(kv_cache, hkv, d)
 table = torch.randperm(blocks, device=dev, dtype=torch.int32).view(batch, -1)
+qlen = int(env("PKV_PROFILE_QLEN", "1"))
 seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device=dev)
-qsl = torch.arange(batch + 1, dtype=torch.int32, device=dev)
-q = torch.randn(batch, hq, d, device=dev).to(torch.bfloat16)
+qsl = torch.arange(batch + 1, dtype=torch.int32, device=dev) * qlen
+q = torch.randn(batch * qlen, hq, d, device=dev).to(torch.bfloat16)
 for _ in range(2):
     pkv.paged_attention(q, kc, vc, table, seq_lens, qsl, **kw)
 key = torch.randn(65536, hkv, d, device=dev).to(torch.bfloat16)

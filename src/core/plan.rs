@@ -97,8 +97,14 @@ pub struct Plan {
 /// The general kernel's launch: any query length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GeneralPlan {
+    /// The kernel this plan launches.
+    pub kernel: GeneralKernel,
     pub tile_size: u32,
     pub block_q: u32,
+    /// Query heads of one kv head per work-group, and the work-groups per kv head.
+    pub heads_per_cta: u32,
+    pub head_groups: u32,
+    pub threads: u32,
     pub num_splits: u32,
     pub num_q_blocks: u32,
     pub shared_mem_bytes: u64,
@@ -164,6 +170,8 @@ pub enum Reason {
         /// Split count of the decode kernel that serves the batch's one-token sequences (0: no
         /// decode kernel).
         decode_splits: u32,
+        /// The kernel that serves the other rows.
+        kernel: GeneralKernel,
     },
     /// A decode-shaped batch: the decode kernel carries it.
     Decode {
@@ -247,6 +255,7 @@ impl Reason {
                 cus,
                 table_width,
                 decode_splits,
+                kernel,
             } => {
                 let tile_reason = if bs > tile {
                     format!("block_size {bs} > tile {tile}: tile decoupled, per-token block addressing")
@@ -273,8 +282,13 @@ impl Reason {
                 } else {
                     String::new()
                 };
+                let products = match kernel {
+                    GeneralKernel::TensorCores => "tensor-core prefill kernel",
+                    GeneralKernel::Fma => "general kernel (FMA)",
+                };
                 format!(
-                    "{tile_reason}; {shared_mem} B shared memory of {limit} B allowed on {arch}; {split_reason}{decode_reason}"
+                    "{products}; {tile_reason}; {shared_mem} B shared memory of {limit} B allowed on {arch}; \
+                     {split_reason}{decode_reason}"
                 )
             }
         }
@@ -317,6 +331,41 @@ pub(crate) const DECODE_MMA_THREADS_LARGE: u32 = 128;
 const NVIDIA_RESERVED_SMEM_PER_CTA: u64 = 1024;
 /// Most resident work-groups per SM (NVIDIA sm_80 to sm_90).
 const NVIDIA_MAX_CTAS_PER_SM: u64 = 32;
+
+/// Which kernel serves the rows that are not the decode kernel's (prefill chunks, and every row
+/// where no decode kernel runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeneralKernel {
+    /// `paged_attention_kernel` (`kernels/attention.hip`): f32 tiles, FMA products; any dtype,
+    /// layout, head size and vendor.
+    Fma,
+    /// `paged_prefill_mma_kernel` (`kernels/prefill.hip`): mma.sync tensor-core products (NVIDIA
+    /// sm_80+, f16/bf16 queries over a cache of the same dtype, head sizes that are multiples of
+    /// 16 from `PREFILL_MMA_MIN_HEAD` to `PREFILL_MMA_MAX_HEAD`: one instance each).
+    TensorCores,
+}
+
+/// The tensor-core prefill kernel's shape (`kernels/prefill.hip`): `PF_THREADS`, `PF_ROWS`
+/// (16 rows per warp), `PF_TILE`, and the head sizes of its instances (`launch_for_head`).
+pub(crate) const PREFILL_MMA_THREADS: u32 = 128;
+pub(crate) const PREFILL_MMA_ROWS: u32 = 64;
+pub(crate) const PREFILL_MMA_TILE: u32 = 64;
+pub(crate) const PREFILL_MMA_MIN_HEAD: u32 = 64;
+pub(crate) const PREFILL_MMA_MAX_HEAD: u32 = 128;
+
+/// Bytes of dynamic shared memory of one tensor-core prefill work-group. Mirrors
+/// `prefill_smem` in `kernels/prefill.hip` region by region: change both together.
+pub fn prefill_mma_shared_mem_bytes(head_size: u32) -> u64 {
+    const PAD: u64 = 8; // elements after each staged row
+    const INFO_BYTES: u64 = 16 * 4;
+    let (d, rows, tile) = (head_size as u64, PREFILL_MMA_ROWS as u64, PREFILL_MMA_TILE as u64);
+    let row_stats = 2 * rows * 4; // final max and sum per row
+    let q = rows * (d + PAD) * 2;
+    let k_stage = tile * (d + PAD) * 2;
+    // Values as [key][dim] (dims adjacent in the cache) or transposed [dim][key] (slots adjacent).
+    let v_stage = (tile * (d + PAD)).max(d * (tile + PAD)) * 2;
+    INFO_BYTES + row_stats + q + 2 * (k_stage + v_stage)
+}
 
 /// Which decode kernel serves a batch (`kernels/decode.hip`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -449,8 +498,12 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
             workspace_bytes: 0,
             reason: Reason::Cpu { block_size: p.geometry.block_size },
             general: GeneralPlan {
+                kernel: GeneralKernel::Fma,
                 tile_size: 1,
                 block_q: 1,
+                heads_per_cta: 1,
+                head_groups: 1,
+                threads: 1,
                 num_splits: 1,
                 num_q_blocks: p.num_seqs.max(0) as u32,
                 shared_mem_bytes: 0,
@@ -465,37 +518,8 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
 fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Result<Plan> {
     let g = p.gqa_ratio() as u32;
     let d = p.head_size as u32;
-    let (heads_per_cta, head_groups) = attention_head_split(g);
-    // Rows of one work-group: `heads_per_cta` q heads of one kv head for `block_q` tokens.
-    // A batch with no more tokens than sequences is decode-shaped: one token per work-group,
-    // so that no rows are computed for tokens that do not exist (a shape, not a length).
-    let row_budget = tuning.rows_per_cta.clamp(1, KERNEL_MAX_ROWS);
-    let block_q = if p.num_tokens <= p.num_seqs { 1 } else { (row_budget / heads_per_cta).max(1) };
-    let rows = block_q * heads_per_cta;
     let hard_limit = limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block);
-    let budget = hard_limit.min(tuning.preferred_shared_mem as u64).max(limits.shared_mem_per_block.min(hard_limit));
     let bs = p.geometry.block_size as u32;
-    let min_tile = tuning.min_tile.clamp(KERNEL_MIN_TILE, KERNEL_MAX_TILE);
-    let mut tile = tuning.max_tile.clamp(min_tile, KERNEL_MAX_TILE);
-    let mut smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
-    while smem > budget && tile > min_tile {
-        tile /= 2;
-        smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
-    }
-    if smem > hard_limit {
-        fail!(
-            Status::SharedMemoryExceeded,
-            "no attention tile fits: tile {tile} with {rows} rows of head_size {d} needs {smem} bytes of shared \
-             memory, the device ({}) allows {hard_limit}",
-            limits.arch
-        );
-    }
-    // Graph-safe grid: an upper bound of q-blocks from the token and sequence counts.
-    let num_q_blocks = (p.num_tokens as u64 / block_q as u64 + p.num_seqs as u64).max(1);
-    let ctas = num_q_blocks * p.num_kv_heads as u64 * head_groups as u64;
-    let target_ctas = limits.multiprocessor_count as u64 * tuning.target_ctas_per_cu as u64;
-    let max_tiles = ((p.max_context_bound() as u64).div_ceil(tile as u64)).max(1);
-    let wanted = target_ctas.div_ceil(ctas.max(1));
     let decode = decode_kernel_shape(p, limits);
     // A decode-shaped batch (no more tokens than sequences) is carried by the decode kernel:
     // the general kernel then only meets the rare longer sequence of such a batch, in a single
@@ -503,6 +527,57 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
     // Decode-shaped: every row is a one-token query (or padding past the last sequence's), so
     // the decode kernel carries the batch: at most one row per sequence, or the caller's bound.
     let decode_shaped = (p.num_tokens <= p.num_seqs || p.max_query_len == 1) && decode.is_some();
+    let general_kernel =
+        if !decode_shaped && prefill_mma_fits(p, limits) { GeneralKernel::TensorCores } else { GeneralKernel::Fma };
+    let (heads_per_cta, head_groups, block_q, tile, smem, threads) = match general_kernel {
+        GeneralKernel::TensorCores => {
+            // Rows of one work-group: every query head of a kv head (up to the row count) for as
+            // many tokens as the rows leave.
+            let heads = g.clamp(1, PREFILL_MMA_ROWS);
+            (
+                heads,
+                g.max(1).div_ceil(heads),
+                PREFILL_MMA_ROWS / heads,
+                PREFILL_MMA_TILE,
+                prefill_mma_shared_mem_bytes(d),
+                PREFILL_MMA_THREADS,
+            )
+        }
+        GeneralKernel::Fma => {
+            let (heads_per_cta, head_groups) = attention_head_split(g);
+            // Rows of one work-group: `heads_per_cta` q heads of one kv head for `block_q` tokens.
+            // A batch with no more tokens than sequences is decode-shaped: one token per
+            // work-group, so that no rows are computed for tokens that do not exist (a shape,
+            // not a length).
+            let row_budget = tuning.rows_per_cta.clamp(1, KERNEL_MAX_ROWS);
+            let block_q = if p.num_tokens <= p.num_seqs { 1 } else { (row_budget / heads_per_cta).max(1) };
+            let rows = block_q * heads_per_cta;
+            let budget =
+                hard_limit.min(tuning.preferred_shared_mem as u64).max(limits.shared_mem_per_block.min(hard_limit));
+            let min_tile = tuning.min_tile.clamp(KERNEL_MIN_TILE, KERNEL_MAX_TILE);
+            let mut tile = tuning.max_tile.clamp(min_tile, KERNEL_MAX_TILE);
+            let mut smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
+            while smem > budget && tile > min_tile {
+                tile /= 2;
+                smem = attention_shared_mem_bytes(tile, rows, d, p.query.dtype);
+            }
+            if smem > hard_limit {
+                fail!(
+                    Status::SharedMemoryExceeded,
+                    "no attention tile fits: tile {tile} with {rows} rows of head_size {d} needs {smem} bytes of \
+                     shared memory, the device ({}) allows {hard_limit}",
+                    limits.arch
+                );
+            }
+            (heads_per_cta, head_groups, block_q, tile, smem, KERNEL_THREADS)
+        }
+    };
+    // Graph-safe grid: an upper bound of q-blocks from the token and sequence counts.
+    let num_q_blocks = (p.num_tokens as u64 / block_q as u64 + p.num_seqs as u64).max(1);
+    let ctas = num_q_blocks * p.num_kv_heads as u64 * head_groups as u64;
+    let target_ctas = limits.multiprocessor_count as u64 * tuning.target_ctas_per_cu as u64;
+    let max_tiles = ((p.max_context_bound() as u64).div_ceil(tile as u64)).max(1);
+    let wanted = target_ctas.div_ceil(ctas.max(1));
     let mut num_splits = wanted.min(tuning.max_splits as u64).min(max_tiles).max(1) as u32;
     if decode_shaped {
         num_splits = 1;
@@ -513,8 +588,12 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         0
     };
     let general = GeneralPlan {
+        kernel: general_kernel,
         tile_size: tile,
         block_q,
+        heads_per_cta,
+        head_groups,
+        threads,
         num_splits,
         num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
         shared_mem_bytes: smem,
@@ -606,7 +685,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         tile_size: tile,
         block_q,
         num_splits,
-        threads: KERNEL_THREADS,
+        threads,
         num_q_blocks: general.num_q_blocks,
         shared_mem_bytes: smem,
         workspace_bytes,
@@ -620,6 +699,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             cus: limits.multiprocessor_count,
             table_width: p.max_blocks_per_seq,
             decode_splits: decode.map_or(0, |d| d.num_splits),
+            kernel: general_kernel,
         },
         general,
         decode,
@@ -630,6 +710,22 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
 /// for other vendors' names.
 fn cuda_sm(arch: &str) -> Option<u32> {
     arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok())
+}
+
+/// Whether the tensor-core prefill kernel can serve this problem's general rows on this device:
+/// NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16, 32-lane warps), f16/bf16 queries
+/// over a cache of the same dtype (no fp8), a head size with an instance (multiples of 16, the k
+/// of the score products, from 64 to 128), and its shared memory within the opt-in limit.
+fn prefill_mma_fits(p: &AttentionProblem, limits: &DeviceLimits) -> bool {
+    let d = p.head_size as u32;
+    cuda_sm(&limits.arch).is_some_and(|v| v >= 80)
+        && limits.wave_size == 32
+        && matches!(p.query.dtype, DType::F16 | DType::BF16)
+        && p.kv_quant.is_none()
+        && p.geometry.dtype == p.query.dtype
+        && d % 16 == 0
+        && (PREFILL_MMA_MIN_HEAD..=PREFILL_MMA_MAX_HEAD).contains(&d)
+        && prefill_mma_shared_mem_bytes(d) <= limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block)
 }
 
 /// Byte alignment of the decode kernel's partials inside the workspace (16-byte vector stores).

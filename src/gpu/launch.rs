@@ -11,7 +11,7 @@ use super::params::{AttentionParams, WriteParams, attention_params, write_params
 use super::runtime;
 use crate::core::attention::AttentionProblem;
 use crate::core::dtype::Device;
-use crate::core::plan::{DeviceLimits, KERNEL_THREADS, Plan, decode_threads};
+use crate::core::plan::{DeviceLimits, GeneralKernel, KERNEL_THREADS, PREFILL_MMA_THREADS, Plan, decode_threads};
 use crate::core::status::{Error, Result, Status};
 use crate::core::write::WriteProblem;
 
@@ -122,11 +122,15 @@ pub fn paged_attention(
 ) -> Result<()> {
     check_device(p.device)?;
     let decode_threads = plan.decode.map(|d| decode_threads(p.head_size as u32, d.kernel));
-    if plan.threads != KERNEL_THREADS && Some(plan.threads) != decode_threads {
+    let general_threads = match plan.general.kernel {
+        GeneralKernel::Fma => KERNEL_THREADS,
+        GeneralKernel::TensorCores => PREFILL_MMA_THREADS,
+    };
+    if plan.threads != general_threads && Some(plan.threads) != decode_threads {
         return Err(Error::new(
             Status::Internal,
             format!(
-                "plan asks for {} threads, the attention kernels are compiled for {KERNEL_THREADS} (general) and \
+                "plan asks for {} threads, the attention kernels are compiled for {general_threads} (general) and \
                  {decode_threads:?} (decode)",
                 plan.threads
             ),

@@ -8,7 +8,7 @@ use std::mem::size_of;
 use crate::core::attention::AttentionProblem;
 use crate::core::dtype::{DType, Fp8Format, KvLayout};
 use crate::core::layout::{CacheGeometry, KeyAddressing, ValueAddressing};
-use crate::core::plan::{Plan, attention_head_split};
+use crate::core::plan::{GeneralKernel, Plan};
 use crate::core::status::{Error, Result, Status};
 use crate::core::tensor::TensorDesc;
 use crate::core::write::{WritePath, WriteProblem};
@@ -139,13 +139,14 @@ pub(crate) struct AttentionParams {
     pub(crate) key_fast: i32,
     pub(crate) overlap_after_decode: i32,
     pub(crate) decode_covers_all: i32,
+    pub(crate) general_mma: i32,
 }
 
 // The C side asserts the same numbers (kernels/pkv_params.h).
 const _: () = assert!(size_of::<CacheAddr>() == 24);
 const _: () = assert!(size_of::<WriteParams>() == 56 + 56 + 48 + 16 + 48);
-// (The last row: decode_workspace and ten 32-bit fields.)
-const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 48);
+// (The last row: decode_workspace and eleven 32-bit fields, padded to 8 bytes.)
+const _: () = assert!(size_of::<AttentionParams>() == 104 + 96 + 48 + 16 + 104 + 56);
 
 fn unsupported(msg: String) -> Error {
     Error::new(Status::UnsupportedConfiguration, msg)
@@ -338,7 +339,6 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
     let va = value_addr(&g.value, "value_cache")?;
     let key_run = run_along_d(&ka, g.key_addr, es);
     let key_wide = wide_key_access(&ka, g.key_addr, es);
-    let (heads_per_cta, head_groups) = attention_head_split(p.gqa_ratio() as u32);
     // Value cache staging: the split layout keeps 8 consecutive slots of one dim adjacent.
     let (value_mode, value_run) = if va.tok == 1 {
         let align = (CHUNK * es).min(MAX_ACCESS_BYTES);
@@ -396,8 +396,8 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         logits_soft_cap: p.logits_soft_cap,
         tile: general.tile_size as i32,
         block_q: general.block_q as i32,
-        heads_per_cta: heads_per_cta as i32,
-        head_groups: head_groups as i32,
+        heads_per_cta: general.heads_per_cta as i32,
+        head_groups: general.head_groups as i32,
         num_q_blocks: fits_i32(general.num_q_blocks as i64, "q-blocks in the grid")?,
         num_splits: general.num_splits as i32,
         shared_mem_bytes: fits_i32(general.shared_mem_bytes as i64, "shared memory bytes")?,
@@ -418,6 +418,7 @@ pub(crate) fn attention_params(p: &AttentionProblem, plan: &Plan, workspace: usi
         key_fast: fast_key_chunks(&ka, g.head_size, es, key_run, key_wide) as i32,
         overlap_after_decode: decode.is_some_and(|d| d.overlap_next) as i32,
         decode_covers_all: decode.is_some_and(|d| d.covers_all) as i32,
+        general_mma: (general.kernel == GeneralKernel::TensorCores) as i32,
     })
 }
 
