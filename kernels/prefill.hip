@@ -13,18 +13,21 @@
 // Grid and rows as in the general kernel: x = q-block (an upper bound from shapes), y = kv head
 // x head group, z = KV split. A work-group serves PF_ROWS rows (block_q tokens x heads_per_cta
 // query heads of one kv head: one staging of each K/V tile serves every head of the group);
-// each of its four warps owns 16 rows (the m of the products) with its own online softmax.
+// each of its four warps owns 32 rows (two 16-row m-tiles, the m of the products) with its own
+// online softmax.
 //
 // Per tile of PF_TILE keys at absolute positions (any block size: each key finds its block):
 //  - the next tile's keys and values are copied into the other shared-memory stage by
 //    cp.async while this one is computed (16-byte copies where the layout keeps 8 elements
 //    contiguous and aligned, element loads otherwise);
-//  - S = Q K^T: query fragments stay in registers, key fragments by ldmatrix;
+//  - S = Q K^T, one m-tile at a time: query and key fragments by ldmatrix;
 //  - masks (causal, sliding window), soft-cap and ALiBi on the score fragments; online softmax
 //    in base 2 (ex2), each row spread over a quad of lanes;
-//  - O += P V: the score fragments are the A operand as they lie; P in two 16-bit parts
-//    (hi + lo) so that the products keep ~16 significant bits, as the general kernel's f32 did;
-//    value fragments by ldmatrix (.trans where the cache keeps dims adjacent).
+//  - O += P V: the probabilities, rounded to 16-bit pairs (as every flash-attention kernel
+//    does: relative error <= 2^-9 per probability for bf16), are the A operand as they lie in
+//    the score fragments; value fragments by ldmatrix (.trans where the cache keeps dims
+//    adjacent), each serving both of the warp's m-tiles. fp8 outputs, where one rounding
+//    decision must not move more than a code, keep the general kernel's f32 products.
 // Only positions inside the work-group's visible range [lo, hi] (hi < seq_len) are read:
 // unwritten (NaN-poisoned) slots and block-table columns past a sequence's last block are
 // never touched; other positions stage as zeros.
@@ -41,7 +44,8 @@ namespace {
 
 constexpr int PF_THREADS = 128;  // four warps
 constexpr int PF_WARPS = PF_THREADS / 32;
-constexpr int PF_ROWS = 16 * PF_WARPS;  // src/core/plan.rs PREFILL_MMA_ROWS
+constexpr int PF_WARP_ROWS = 32;                    // two 16-row m-tiles (the m of m16n8k16) per warp
+constexpr int PF_ROWS = PF_WARP_ROWS * PF_WARPS;  // src/core/plan.rs PREFILL_MMA_ROWS
 constexpr int PF_TILE = 64;             // keys per tile (src/core/plan.rs PREFILL_MMA_TILE)
 constexpr int PF_PAD = 8;               // elements after each staged row: ldmatrix rows on distinct banks
 constexpr int PF_MIN_BLOCKS = 2;        // resident work-groups per SM (shared memory allows two)
@@ -59,7 +63,9 @@ template <int kD>
 struct PfSmem {
     static const int LD = kD + PF_PAD;       // staged row of a key, value or query (elements)
     static const int LDT = PF_TILE + PF_PAD;  // staged row of a transposed value tile
-    static const int INFO_BYTES = PF_INFO_WORDS * 4 + 2 * PF_ROWS * 4;  // CTA words, row max and sum
+    // CTA words and per warp its rows' visible-range bounds; per row its running max and sum
+    // (the final ones at the end), visible range [lo, hi], position and slope.
+    static const int INFO_BYTES = PF_INFO_WORDS * 4 + 4 * PF_WARPS * 4 + 6 * PF_ROWS * 4;
     static const int Q_BYTES = PF_ROWS * LD * 2;
     static const int K_BYTES = PF_TILE * LD * 2;
     static const int V_BYTES = (PF_TILE * LD > kD * LDT ? PF_TILE * LD : kD * LDT) * 2;
@@ -112,13 +118,10 @@ struct PfOps<PKV_DT_BF16> {
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
-    // (x, y) as the pair hi = rn(x, y) and lo = rn((x, y) - hi).
-    static PKV_DEVICE void split(float x, float y, uint32_t& hi, uint32_t& lo) {
+    // (x, y) rounded to the nearest 16-bit pair.
+    static PKV_DEVICE uint32_t pack(float x, float y) {
         const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-        const float2 hf = __bfloat1622float2(h);
-        const __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
-        hi = *reinterpret_cast<const uint32_t*>(&h);
-        lo = *reinterpret_cast<const uint32_t*>(&l);
+        return *reinterpret_cast<const uint32_t*>(&h);
     }
 };
 template <>
@@ -129,12 +132,9 @@ struct PfOps<PKV_DT_F16> {
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
-    static PKV_DEVICE void split(float x, float y, uint32_t& hi, uint32_t& lo) {
+    static PKV_DEVICE uint32_t pack(float x, float y) {
         const __half2 h = __floats2half2_rn(x, y);
-        const float2 hf = __half22float2(h);
-        const __half2 l = __floats2half2_rn(x - hf.x, y - hf.y);
-        hi = *reinterpret_cast<const uint32_t*>(&h);
-        lo = *reinterpret_cast<const uint32_t*>(&l);
+        return *reinterpret_cast<const uint32_t*>(&h);
     }
 };
 
@@ -151,32 +151,38 @@ PKV_DEVICE int64_t key_position_offset(const pkv_attention_params& p, const pkv_
 
 // Where this thread's keys of tile `t0` (keys t0 .. t0 + PF_TILE - 1) live: thread `tid` takes
 // key tid % PF_TILE (its key chunks, and its value chunks where the cache keeps dims adjacent)
-// and, where it keeps slots adjacent, the 8-key group tid % 8 (its value chunks). Located a
-// tile before its copies are issued, so that the block-table reads' round trip overlaps a
-// tile's products instead of preceding its copies.
-struct TileSlots {
-    int64_t ko;  // the key's cache offset (valid)
-    int64_t vo;  // the key's value offset (dims adjacent), or the group's first slot (whole)
-    int t0;
-    bool valid;  // the key is inside [lo, hi]
-    bool whole;  // slots adjacent: the whole group is inside [lo, hi]
+// and, where it keeps slots adjacent, the 8-key group tid % 8 (its value chunks). Their
+// block-table entries are read a tile before the copies are issued, so that the reads' round
+// trip overlaps a tile's products instead of preceding its copies; only the two raw entries
+// are held across it (registers are the kernel's limit), the rest is recomputed at issue.
+struct TileBlocks {
+    int key;    // the key's table entry (unread: 0)
+    int value;  // the value's: the key's (dims adjacent) or its group's first slot's
 };
 
-PKV_DEVICE TileSlots locate_tile(const pkv_attention_params& p, int seq, int t0, int lo, int hi, int tid) {
-    TileSlots s;
-    s.t0 = t0;
+PKV_DEVICE int table_entry(const pkv_attention_params& p, int seq, int j) {
+    return p.block_table[static_cast<int64_t>(seq) * p.block_table_strides[0] +
+                         static_cast<int64_t>(j / p.block_size) * p.block_table_strides[1]];
+}
+
+PKV_DEVICE TileBlocks locate_tile(const pkv_attention_params& p, int seq, int t0, int lo, int hi, int tid) {
+    TileBlocks b;
     const int j = t0 + (tid & (PF_TILE - 1));
-    s.valid = j >= lo && j <= hi;
-    s.ko = s.valid ? key_position_offset(p, p.key_addr, seq, j) : 0;
+    b.key = j >= lo && j <= hi ? table_entry(p, seq, j) : 0;
     if (p.value_mode != PKV_V_ALONG_TOKENS) {
-        s.whole = false;
-        s.vo = s.valid ? key_position_offset(p, p.value_addr, seq, j) : 0;
+        b.value = b.key;
     } else {
         const int j0 = t0 + (tid & 7) * 8;
-        s.whole = j0 >= lo && j0 + 7 <= hi;
-        s.vo = s.whole ? key_position_offset(p, p.value_addr, seq, j0) : 0;
+        b.value = j0 >= lo && j0 + 7 <= hi ? table_entry(p, seq, j0) : 0;
     }
-    return s;
+    return b;
+}
+
+// Cache offset (elements) of position j in table entry `entry` (clamped into the cache, never
+// out of bounds), as key_position_offset.
+PKV_DEVICE int64_t entry_offset(const pkv_attention_params& p, const pkv_cache_addr& a, int entry, int j) {
+    const int64_t b = entry < 0 ? 0 : (entry >= p.num_blocks ? p.num_blocks - 1 : entry);
+    return b * a.blk + static_cast<int64_t>(j % p.block_size) * a.tok;
 }
 
 // Whether the dims of a cached token sit at offsets linear in the 16-dim step between a
@@ -223,9 +229,31 @@ __device__ __noinline__ void stage_slots_slow(uint16_t* dst, const int32_t* tabl
 // Issues the copies of a located tile into stage `stage` (keys, then values). Keys outside
 // [lo, hi] stage as zeros and are never read.
 template <int kD>
-PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileSlots& s, int seq, int lo, int hi,
-                           const uint16_t* kbase, const uint16_t* vbase, unsigned char* stage, int tid) {
+PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, int t0, int seq, int kvh, int lo,
+                           int hi, unsigned char* stage, int tid) {
     typedef PfSmem<kD> L;
+    // This kv head's caches (formed here from the arguments rather than held across the tile's
+    // products: registers are the kernel's limit).
+    const uint16_t* kbase = static_cast<const uint16_t*>(p.key_cache) + static_cast<int64_t>(kvh) * p.key_addr.head;
+    const uint16_t* vbase =
+        static_cast<const uint16_t*>(p.value_cache) + static_cast<int64_t>(kvh) * p.value_addr.head;
+    struct {
+        int64_t ko, vo;
+        bool valid, whole;
+    } s;
+    {
+        const int j = t0 + (tid & (PF_TILE - 1));
+        s.valid = j >= lo && j <= hi;
+        s.ko = s.valid ? entry_offset(p, p.key_addr, tb.key, j) : 0;
+        if (p.value_mode != PKV_V_ALONG_TOKENS) {
+            s.whole = false;
+            s.vo = s.valid ? entry_offset(p, p.value_addr, tb.value, j) : 0;
+        } else {
+            const int j0 = t0 + (tid & 7) * 8;
+            s.whole = j0 >= lo && j0 + 7 <= hi;
+            s.vo = s.whole ? entry_offset(p, p.value_addr, tb.value, j0) : 0;
+        }
+    }
     constexpr int PER_THREAD = kD / 8 / (PF_THREADS / PF_TILE);  // chunks of one key per thread
     const pkv_cache_addr& ka = p.key_addr;
     const pkv_cache_addr& va = p.value_addr;
@@ -259,7 +287,7 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileSlots& s, in
         // wholly visible and (value_run 8: block size a multiple of 8, aligned) inside one block
         // is one 16-byte copy; a group at the visible range's edge is read key by key.
         const int g = tid & 7;
-        const int j0 = s.t0 + g * 8;
+        const int j0 = t0 + g * 8;
         const bool none = j0 > hi || j0 + 7 < lo;
         const int d0 = tid >> 3;  // dims d0, d0 + 16, ...
         uint16_t* vd = vs + d0 * L::LDT + g * 8;
@@ -277,14 +305,49 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileSlots& s, in
     }
 }
 
+// o[mt] += P[mt] V over one tile. P[mt][n][i]: the probabilities of n-block n (keys 8n + 2q,
+// 8n + 2q + 1 of quad q) of row g + 8i as one 16-bit pair, so that n-blocks 2 kb and 2 kb + 1
+// are P's A fragment for keys 16 kb .. 16 kb + 15 as they lie. Each value fragment serves both
+// m-tiles. `v`: this lane's ldmatrix row in the stage's values, [key][dim] (.trans) or
+// transposed [dim][key] (`v_tokens`).
+template <typename Ops, typename L, int ND>
+PKV_DEVICE void pv_products(float (*o)[ND][4], uint32_t (*P)[PF_TILE / 8][2], uint32_t v, bool v_tokens) {
+#pragma unroll
+    for (int kb = 0; kb < PF_TILE / 16; ++kb) {
+#pragma unroll
+        for (int n2 = 0; n2 < ND / 2; ++n2) {
+            uint32_t b[4];
+            if (v_tokens) {
+                ldsm_x4(b, v + (n2 * 16 * L::LDT + kb * 16) * 2);
+            } else {
+                ldsm_x4_trans(b, v + (kb * 16 * L::LD + n2 * 16) * 2);
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+                const uint32_t a[4] = {P[mt][2 * kb][0], P[mt][2 * kb][1], P[mt][2 * kb + 1][0], P[mt][2 * kb + 1][1]};
+                Ops::mma(o[mt][2 * n2], a, b[0], b[1]);
+                Ops::mma(o[mt][2 * n2 + 1], a, b[2], b[3]);
+            }
+        }
+    }
+}
+
 template <int kQuery, int kD>
 PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     typedef PfOps<kQuery> Ops;
     typedef PfSmem<kD> L;
     extern __shared__ __attribute__((aligned(16))) unsigned char smem_raw[];
     int* info = reinterpret_cast<int*>(smem_raw);
-    float* row_m = reinterpret_cast<float*>(smem_raw + PF_INFO_WORDS * 4);  // final max (natural log units)
-    float* row_l = row_m + PF_ROWS;                                          // final sum
+    int* warp_bounds = info + PF_INFO_WORDS;  // [PF_WARPS][4]: min lo, max hi, max lo, min hi
+    // Running max (base-2 units; natural at the end) and sum per row: kept in shared memory, not
+    // registers, which the accumulators of two m-tiles fill (with them in registers the head-128
+    // instances spilled).
+    float* row_m = reinterpret_cast<float*>(warp_bounds + 4 * PF_WARPS);
+    float* row_l = row_m + PF_ROWS;
+    int* row_lo = reinterpret_cast<int*>(row_l + PF_ROWS);  // visible keys [lo, hi] (hi < lo: none)
+    int* row_hi = row_lo + PF_ROWS;
+    int* row_pos = row_hi + PF_ROWS;                        // the row's query position
+    float* row_slope = reinterpret_cast<float*>(row_pos + PF_ROWS);
     uint16_t* s_q = reinterpret_cast<uint16_t*>(smem_raw + L::Q_AT);
     unsigned char* stages = smem_raw + L::STAGES_AT;
     const int tid = threadIdx.x;
@@ -350,10 +413,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
             v.store_all(s_q + r * L::LD + c * 8);
         }
     }
-    // The key/value stages: tile range of this split (absolute tile indices).
-    const uint16_t* kbase = static_cast<const uint16_t*>(p.key_cache) + static_cast<int64_t>(kvh) * p.key_addr.head;
-    const uint16_t* vbase =
-        static_cast<const uint16_t*>(p.value_cache) + static_cast<int64_t>(kvh) * p.value_addr.head;
+    // The tile range of this split (absolute tile indices).
     int tile_begin = 0, tile_end = 0;
     if (hi_all >= lo_all) {
         const int tb = lo_all / PF_TILE, te = hi_all / PF_TILE + 1;
@@ -362,72 +422,84 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         tile_end = min(te, tile_begin + per);
     }
     if (tile_begin < tile_end) {
-        const TileSlots first = locate_tile(p, seq, tile_begin * PF_TILE, lo_all, hi_all, tid);
-        issue_tile<kD>(p, first, seq, lo_all, hi_all, kbase, vbase, stages, tid);
+        const TileBlocks first = locate_tile(p, seq, tile_begin * PF_TILE, lo_all, hi_all, tid);
+        issue_tile<kD>(p, first, tile_begin * PF_TILE, seq, kvh, lo_all, hi_all, stages + (tile_begin & 1) * L::STAGE_BYTES,
+                       tid);
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
-    TileSlots next = locate_tile(p, seq, (tile_begin + 1) * PF_TILE, lo_all, hi_all, tid);
+    TileBlocks next = locate_tile(p, seq, (tile_begin + 1) * PF_TILE, lo_all, hi_all, tid);
     __syncthreads();  // the query rows
 
-    constexpr int KSTEPS = kD / 16;
-    uint32_t qf[KSTEPS][4];
-    {
-        const int r = warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
-        const uint16_t* qrow = s_q + r * L::LD + (lane >> 4) * 8;
-#pragma unroll
-        for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qf[kk], smem_addr(qrow + kk * 16));
-    }
-
-    // ---- This lane's two rows (g and g + 8 of the warp's 16): masks, slopes, softmax state.
-    const int quad = lane & 3;
-    int row_lo[2], row_hi[2], row_pos[2];
-    float slope[2], m[2], l[2];
-    int w_lo_min = 0x7fffffff, w_hi_max = -1, w_lo_max = 0, w_hi_min = 0x7fffffff;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const int r = warp * 16 + (lane >> 2) + 8 * i;
-        row_lo[i] = 0, row_hi[i] = -1, row_pos[i] = 0;
-        slope[i] = 0.0f, m[i] = NEG_INF, l[i] = 0.0f;
+    // ---- Per row: visible range, position and slope (shared: read only where a tile needs
+    // masks); per lane, the softmax state of its rows g and g + 8 of each of the warp's two
+    // 16-row m-tiles (index ri = 2 * mt + i), and the warp's visible-range bounds.
+    for (int r = tid; r < PF_ROWS; r += PF_THREADS) {
+        int lo = 0, hi = -1, pos = 0;
+        float sl = 0.0f;
         if (r < nrows) {
-            const int pos = p_first + r / hpc;
-            const int qh = qh0 + r % hpc;
-            row_pos[i] = pos;
-            row_lo[i] = W > 0 ? max(0, pos - W + 1) : 0;
-            row_hi[i] = p.causal ? min(pos, seq_len - 1) : seq_len - 1;
-            if (p.alibi_slopes) slope[i] = p.alibi_slopes[qh * p.alibi_stride];
-            if (p.sinks && split == 0) {
-                const float sink = p.sinks[qh * p.sinks_stride];
-                m[i] = sink * PF_LOG2_E;                            // base-2 units, as every score below
-                l[i] = sink > NEG_INF && quad == 0 ? 1.0f : 0.0f;  // a quad's lanes hold partial sums
-            }
-            if (row_hi[i] >= row_lo[i]) {
-                w_lo_min = min(w_lo_min, row_lo[i]), w_hi_max = max(w_hi_max, row_hi[i]);
-            }
-            w_lo_max = max(w_lo_max, row_lo[i]), w_hi_min = min(w_hi_min, row_hi[i]);
+            pos = p_first + r / hpc;
+            lo = W > 0 ? max(0, pos - W + 1) : 0;
+            hi = p.causal ? min(pos, seq_len - 1) : seq_len - 1;
+            if (p.alibi_slopes) sl = p.alibi_slopes[(qh0 + r % hpc) * p.alibi_stride];
         }
+        row_lo[r] = lo, row_hi[r] = hi, row_pos[r] = pos, row_slope[r] = sl;
     }
+    __syncthreads();
+    const int quad = lane & 3;
+    {
+        // Softmax state (sinks seed split 0 only), and the warp's visible-range bounds.
+        int w_lo_min = 0x7fffffff, w_hi_max = -1, w_lo_max = 0, w_hi_min = 0x7fffffff;
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        w_lo_min = min(w_lo_min, __shfl_xor_sync(0xffffffffu, w_lo_min, o));
-        w_hi_max = max(w_hi_max, __shfl_xor_sync(0xffffffffu, w_hi_max, o));
-        w_lo_max = max(w_lo_max, __shfl_xor_sync(0xffffffffu, w_lo_max, o));
-        w_hi_min = min(w_hi_min, __shfl_xor_sync(0xffffffffu, w_hi_min, o));
+        for (int ri = 0; ri < 4; ++ri) {
+            const int r = warp * PF_WARP_ROWS + (ri >> 1) * 16 + (lane >> 2) + 8 * (ri & 1);
+            float m0 = NEG_INF, l0 = 0.0f;
+            if (r < nrows) {
+                if (p.sinks && split == 0) {
+                    const float sink = p.sinks[(qh0 + r % hpc) * p.sinks_stride];
+                    m0 = sink * PF_LOG2_E;  // base-2 units, as every score below
+                    l0 = sink > NEG_INF ? 1.0f : 0.0f;
+                }
+                const int lo = row_lo[r], hi = row_hi[r];
+                if (hi >= lo) w_lo_min = min(w_lo_min, lo), w_hi_max = max(w_hi_max, hi);
+                w_lo_max = max(w_lo_max, lo), w_hi_min = min(w_hi_min, hi);
+            }
+            if (quad == 0) row_m[r] = m0, row_l[r] = l0;
+        }
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            w_lo_min = min(w_lo_min, __shfl_xor_sync(0xffffffffu, w_lo_min, o));
+            w_hi_max = max(w_hi_max, __shfl_xor_sync(0xffffffffu, w_hi_max, o));
+            w_lo_max = max(w_lo_max, __shfl_xor_sync(0xffffffffu, w_lo_max, o));
+            w_hi_min = min(w_hi_min, __shfl_xor_sync(0xffffffffu, w_hi_min, o));
+        }
+        if (lane == 0) {
+            int* wb = warp_bounds + 4 * warp;
+            wb[0] = w_lo_min, wb[1] = w_hi_max, wb[2] = w_lo_max, wb[3] = w_hi_min;
+        }
+        __syncwarp();
     }
+    // Plain scores (no soft-cap, no ALiBi) stay raw products until the exponent, whose one FFMA
+    // applies the scale (positive: the running max of raw products is the max of the scaled).
     const bool plain_scores = p.logits_soft_cap <= 0.0f && p.alibi_slopes == nullptr;
-    const float scale2 = p.sm_scale * PF_LOG2_E;
+    const float mult = plain_scores ? p.sm_scale * PF_LOG2_E : 1.0f;
     const float cap = p.logits_soft_cap;
     const float inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
 
+    constexpr int KSTEPS = kD / 16;
     constexpr int NB = PF_TILE / 8;  // 8-key n-blocks of the scores
     constexpr int ND = kD / 8;       // 8-dim n-blocks of the output
-    float o[ND][4];
+    float o[2][ND][4];
 #pragma unroll
-    for (int n = 0; n < ND; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int n = 0; n < ND; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
 
-    // Lane byte offsets of the ldmatrix rows inside a stage: keys (i >> 1) * 8 + (lane & 7) of
-    // matrix i = lane / 8 at dims (i & 1) * 8 for the key fragments; for the value fragments
-    // keys (i & 1) * 8 and dims (i >> 1) * 8.
+    // Lane byte offsets of the ldmatrix rows. Queries (A): rows (i & 1) * 8 + (lane & 7) of
+    // matrix i = lane / 8 at dims (i >> 1) * 8. Keys (B): keys (i >> 1) * 8 + (lane & 7) at dims
+    // (i & 1) * 8. Values (B): keys (i & 1) * 8 and dims (i >> 1) * 8.
     const int mi = lane >> 3;
+    const uint32_t q_lane =
+        smem_addr(s_q) + ((warp * PF_WARP_ROWS + (mi & 1) * 8 + (lane & 7)) * L::LD + (mi >> 1) * 8) * 2;
     const uint32_t k_lane = (((mi >> 1) * 8 + (lane & 7)) * L::LD + (mi & 1) * 8) * 2;
     const bool v_tokens = p.value_mode == PKV_V_ALONG_TOKENS;
     const uint32_t v_lane = L::K_BYTES + (v_tokens ? (((mi >> 1) * 8 + (lane & 7)) * L::LDT + (mi & 1) * 8) * 2
@@ -435,9 +507,10 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     const uint32_t stage0 = smem_addr(stages);
 
     for (int tile = tile_begin; tile < tile_end; ++tile) {
-        const int st = (tile - tile_begin) & 1;
+        const int st = tile & 1;  // tile t lives in stage t % 2
         if (tile + 1 < tile_end) {
-            issue_tile<kD>(p, next, seq, lo_all, hi_all, kbase, vbase, stages + (st ^ 1) * L::STAGE_BYTES, tid);
+            issue_tile<kD>(p, next, (tile + 1) * PF_TILE, seq, kvh, lo_all, hi_all, stages + (st ^ 1) * L::STAGE_BYTES,
+                           tid);
             asm volatile("cp.async.commit_group;\n" ::: "memory");
             if (tile + 2 < tile_end) next = locate_tile(p, seq, (tile + 2) * PF_TILE, lo_all, hi_all, tid);
             asm volatile("cp.async.wait_group 1;\n" ::: "memory");
@@ -447,111 +520,108 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         __syncthreads();  // this tile's stage is complete for every warp
 
         const int t0 = tile * PF_TILE;
-        if (t0 <= w_hi_max && t0 + PF_TILE - 1 >= w_lo_min) {  // some key of the tile is visible to the warp
+        const int4 wb = *reinterpret_cast<const int4*>(warp_bounds + 4 * warp);  // min lo, max hi, max lo, min hi
+        if (t0 <= wb.y && t0 + PF_TILE - 1 >= wb.x) {  // some key of the tile is visible to the warp
             const uint32_t stage = stage0 + st * L::STAGE_BYTES;
-            // S = Q K^T.
-            float sc[NB][4];
+            const bool whole = t0 >= wb.z && t0 + PF_TILE - 1 <= wb.w;
+            uint32_t P[2][NB][2];  // probabilities as 16-bit pairs (pv_products)
 #pragma unroll
-            for (int n = 0; n < NB; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            for (int mt = 0; mt < 2; ++mt) {
+                // S = Q K^T for m-tile mt (one m-tile's scores at a time: the registers of both
+                // beside the output accumulators would spill).
+                float sc[NB][4];
 #pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk) {
+                for (int n = 0; n < NB; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
 #pragma unroll
-                for (int n2 = 0; n2 < NB / 2; ++n2) {
-                    uint32_t b[4];
-                    ldsm_x4(b, stage + k_lane + (n2 * 16 * L::LD + kk * 16) * 2);
-                    Ops::mma(sc[2 * n2], qf[kk], b[0], b[1]);
-                    Ops::mma(sc[2 * n2 + 1], qf[kk], b[2], b[3]);
-                }
-            }
-            // Scores in base-2 units, masked.
-            const bool whole = t0 >= w_lo_max && t0 + PF_TILE - 1 <= w_hi_min;
+                for (int kk = 0; kk < KSTEPS; ++kk) {
+                    uint32_t qa[4];
+                    ldsm_x4(qa, q_lane + mt * 16 * L::LD * 2 + kk * 32);
 #pragma unroll
-            for (int n = 0; n < NB; ++n) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int i = e >> 1;
-                    const int j = t0 + n * 8 + quad * 2 + (e & 1);
-                    float x = sc[n][e];
-                    if (plain_scores) {
-                        x *= scale2;
-                    } else {
-                        x *= p.sm_scale;
-                        if (cap > 0.0f) x = cap * tanhf(x * inv_cap);
-                        x = (x + slope[i] * static_cast<float>(j - row_pos[i])) * PF_LOG2_E;
+                    for (int n2 = 0; n2 < NB / 2; ++n2) {
+                        uint32_t b[4];
+                        ldsm_x4(b, stage + k_lane + (n2 * 16 * L::LD + kk * 16) * 2);
+                        Ops::mma(sc[2 * n2], qa, b[0], b[1]);
+                        Ops::mma(sc[2 * n2 + 1], qa, b[2], b[3]);
                     }
-                    if (!whole && (j < row_lo[i] || j > row_hi[i])) x = NEG_INF;
-                    sc[n][e] = x;
                 }
-            }
-            // Online softmax per row (a quad of lanes per row).
+                // Soft-cap and ALiBi (base-2 units), then the masks.
+                if (!plain_scores || !whole) {
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                float mx = NEG_INF;
+                    for (int i = 0; i < 2; ++i) {
+                        const int r = warp * PF_WARP_ROWS + mt * 16 + (lane >> 2) + 8 * i;
+                        const int lo = row_lo[r], hi = row_hi[r], pos = row_pos[r];
+                        const float sl = row_slope[r];
 #pragma unroll
-                for (int n = 0; n < NB; ++n) mx = fmaxf(mx, fmaxf(sc[n][2 * i], sc[n][2 * i + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m[i], mx);
-                const float ref = m_new == NEG_INF ? 0.0f : m_new;  // nothing visible yet: all terms 0
-                const float alpha = ex2(m[i] - ref);
-                m[i] = m_new;
-                float sum = 0.0f;
+                        for (int n = 0; n < NB; ++n)
 #pragma unroll
-                for (int n = 0; n < NB; ++n) {
-                    sc[n][2 * i] = ex2(sc[n][2 * i] - ref);
-                    sc[n][2 * i + 1] = ex2(sc[n][2 * i + 1] - ref);
-                    sum += sc[n][2 * i] + sc[n][2 * i + 1];
-                }
-                l[i] = l[i] * alpha + sum;
-#pragma unroll
-                for (int n = 0; n < ND; ++n) o[n][2 * i] *= alpha, o[n][2 * i + 1] *= alpha;
-            }
-            // O += P V, P as hi + lo 16-bit parts.
-#pragma unroll
-            for (int kb = 0; kb < PF_TILE / 16; ++kb) {
-                uint32_t ph[4], pl[4];
-                Ops::split(sc[2 * kb][0], sc[2 * kb][1], ph[0], pl[0]);
-                Ops::split(sc[2 * kb][2], sc[2 * kb][3], ph[1], pl[1]);
-                Ops::split(sc[2 * kb + 1][0], sc[2 * kb + 1][1], ph[2], pl[2]);
-                Ops::split(sc[2 * kb + 1][2], sc[2 * kb + 1][3], ph[3], pl[3]);
-#pragma unroll
-                for (int n2 = 0; n2 < ND / 2; ++n2) {
-                    uint32_t b[4];
-                    if (v_tokens) {
-                        ldsm_x4(b, stage + v_lane + (n2 * 16 * L::LDT + kb * 16) * 2);
-                    } else {
-                        ldsm_x4_trans(b, stage + v_lane + (kb * 16 * L::LD + n2 * 16) * 2);
+                            for (int e = 0; e < 2; ++e) {
+                                const int j = t0 + n * 8 + quad * 2 + e;
+                                float x = sc[n][2 * i + e];
+                                if (!plain_scores) {
+                                    x *= p.sm_scale;
+                                    if (cap > 0.0f) x = cap * tanhf(x * inv_cap);
+                                    x = (x + sl * static_cast<float>(j - pos)) * PF_LOG2_E;
+                                }
+                                sc[n][2 * i + e] = j < lo || j > hi ? NEG_INF : x;
+                            }
                     }
-                    Ops::mma(o[2 * n2], ph, b[0], b[1]);
-                    Ops::mma(o[2 * n2], pl, b[0], b[1]);
-                    Ops::mma(o[2 * n2 + 1], ph, b[2], b[3]);
-                    Ops::mma(o[2 * n2 + 1], pl, b[2], b[3]);
+                }
+                // Online softmax per row (a quad of lanes per row); the probabilities leave it
+                // as 16-bit pairs (half the registers of the scores).
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    const int h = 2 * i;
+                    const int r = warp * PF_WARP_ROWS + mt * 16 + (lane >> 2) + 8 * i;
+                    float mx = NEG_INF;
+#pragma unroll
+                    for (int n = 0; n < NB; ++n) mx = fmaxf(mx, fmaxf(sc[n][h], sc[n][h + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float m_old = row_m[r];
+                    const float m_new = fmaxf(m_old, mx * mult);
+                    const float ref = m_new == NEG_INF ? 0.0f : m_new;  // nothing visible yet: all terms 0
+                    const float alpha = ex2(m_old - ref);
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int n = 0; n < NB; ++n) {
+                        const float e0 = ex2(fmaf(sc[n][h], mult, -ref));
+                        const float e1 = ex2(fmaf(sc[n][h + 1], mult, -ref));
+                        sum += e0 + e1;
+                        P[mt][n][i] = Ops::pack(e0, e1);
+                    }
+                    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                    const float l_new = row_l[r] * alpha + sum;
+                    __syncwarp();  // every lane of the quad has read the row's state
+                    if (quad == 0) row_m[r] = m_new, row_l[r] = l_new;
+#pragma unroll
+                    for (int n = 0; n < ND; ++n) o[mt][n][h] *= alpha, o[mt][n][h + 1] *= alpha;
                 }
             }
+            // O += P V.
+            pv_products<Ops, L, ND>(o, P, stage + v_lane, v_tokens);
         }
         __syncthreads();  // every warp is done with this stage before it is refilled
     }
 
     // ---- Results: rows through shared memory (f32, over the stages), then 8-element stores.
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    }
     const bool single = p.num_splits == 1;
     float* s_o = reinterpret_cast<float*>(stages);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const int r = warp * 16 + (lane >> 2) + 8 * i;
-        const float inv = single ? (l[i] > 0.0f ? 1.0f / l[i] : 0.0f) : 1.0f;
+    for (int ri = 0; ri < 4; ++ri) {
+        const int mt = ri >> 1, h = 2 * (ri & 1);
+        const int r = warp * PF_WARP_ROWS + mt * 16 + (lane >> 2) + 8 * (ri & 1);
+        const float l = row_l[r];
+        const float inv = single ? (l > 0.0f ? 1.0f / l : 0.0f) : 1.0f;
         float* orow = s_o + r * L::LD + quad * 2;
 #pragma unroll
         for (int n = 0; n < ND; ++n)
-            *reinterpret_cast<float2*>(orow + n * 8) = make_float2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
-        if (quad == 0) {
-            row_m[r] = m[i] == NEG_INF ? NEG_INF : m[i] * PF_LN_2;
-            row_l[r] = l[i];
-        }
+            *reinterpret_cast<float2*>(orow + n * 8) = make_float2(o[mt][n][h] * inv, o[mt][n][h + 1] * inv);
+    }
+    __syncwarp();  // the row state is read
+    if (lane < PF_WARP_ROWS) {
+        const int r = warp * PF_WARP_ROWS + lane;
+        row_m[r] = row_m[r] == NEG_INF ? NEG_INF : row_m[r] * PF_LN_2;  // natural-log units for the reduce
     }
     __syncthreads();
     const float out_inv_scale = p.output_scale ? 1.0f / *p.output_scale : 1.0f;
@@ -591,6 +661,9 @@ template <int kQuery, int kD>
 pkv_error_t launch_prefill(const pkv_attention_params& p, pkv_stream_t stream) {
     void (*kernel)(pkv_attention_params) = paged_prefill_mma_kernel<kQuery, kD>;
     static_assert(PfSmem<kD>::TOTAL <= 227 * 1024, "fits an sm_90 work-group");
+    // The planner's size (src/core/plan.rs prefill_mma_shared_mem_bytes) mirrors PfSmem; a plan
+    // that disagrees is refused rather than launched short.
+    if (p.shared_mem_bytes != PfSmem<kD>::TOTAL) return cudaErrorInvalidValue;
     if (p.shared_mem_bytes > PKV_DEFAULT_DYNAMIC_SMEM) {
         const pkv_error_t e = pkv_allow_dynamic_smem(reinterpret_cast<const void*>(kernel), p.shared_mem_bytes);
         if (e != pkv_success) return e;

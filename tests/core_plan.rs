@@ -337,8 +337,8 @@ fn max_query_len_one_leaves_out_the_general_kernel() {
 }
 
 /// Prefill rows take the tensor-core prefill kernel on NVIDIA sm_80+ for f16/bf16 queries over
-/// a cache of the same dtype and head sizes that are multiples of 16 from 64 to 128: 64 rows of
-/// 128 threads (every query head of a kv head, for 64 / G tokens), 64-key tiles. Everything
+/// a cache of the same dtype and head sizes that are multiples of 16 from 64 to 128: 128 rows
+/// of 128 threads (every query head of a kv head, for 128 / G tokens), 64-key tiles. Everything
 /// else keeps the general FMA kernel, and decode-shaped batches never take it.
 #[test]
 fn prefill_rows_take_tensor_cores_where_they_can() {
@@ -359,7 +359,7 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     };
     let p = general(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &h200);
     assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "{p:?}");
-    assert_eq!((p.threads, p.block_q, p.tile_size, p.general.heads_per_cta, p.general.head_groups), (128, 16, 64, 4, 1));
+    assert_eq!((p.threads, p.block_q, p.tile_size, p.general.heads_per_cta, p.general.head_groups), (128, 32, 64, 4, 1));
     assert_eq!(p.shared_mem_bytes, prefill_mma_shared_mem_bytes(128));
     assert!(p.shared_mem_bytes > 49152 && p.shared_mem_bytes <= 232448);
     assert!(p.reason.describe("sm_90", p.num_splits).contains("tensor-core prefill kernel"));
@@ -368,11 +368,11 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
         let p = general(&prefill(DType::F16, d), DType::F16, KvCacheDtype::Auto, &h200);
         assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "head {d}");
     }
-    for (hq, hkv, block_q, groups) in [(8i64, 8i64, 64u32, 1u32), (64, 1, 1, 1), (256, 2, 1, 2)] {
+    for (hq, hkv, block_q, groups) in [(8i64, 8i64, 128u32, 1u32), (64, 1, 2, 1), (256, 2, 1, 1), (512, 2, 1, 2)] {
         let m = Dims { hq, hkv, ..prefill(DType::BF16, 128) };
         let p = general(&m, DType::BF16, KvCacheDtype::Auto, &h200);
         assert_eq!((p.block_q, p.general.head_groups), (block_q, groups), "{hq}/{hkv}");
-        assert!(p.general.heads_per_cta * p.block_q <= 64);
+        assert!(p.general.heads_per_cta * p.block_q <= 128);
     }
     // The general kernel: other head sizes, f32 queries, fp8 caches, AMD, pre-sm_80 NVIDIA.
     let fma = |m: &Dims, cache: DType, kv: KvCacheDtype, t: &Target| {
@@ -389,6 +389,10 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("sm_75", 32, 49152, 65536, 40));
     // Too little opt-in shared memory for the prefill kernel's stages: the general kernel.
     fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("sm_90", 32, 49152, 65536, 132));
+    // fp8 outputs (16-bit probabilities could move a rounding decision by more than a code).
+    let mut fp8_out = problem_with_cache(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto);
+    fp8_out.out_quant = Some(Fp8Format::E4M3FN);
+    assert_eq!(plan_attention(&fp8_out, &h200).unwrap().general.kernel, GeneralKernel::Fma);
     // Decode-shaped batches: the decode kernel carries them; the general plan stays FMA.
     let p = general(&decode_dims(64, 128, 4096), DType::BF16, KvCacheDtype::Auto, &h200);
     assert_eq!(p.general.kernel, GeneralKernel::Fma);

@@ -346,9 +346,9 @@ pub enum GeneralKernel {
 }
 
 /// The tensor-core prefill kernel's shape (`kernels/prefill.hip`): `PF_THREADS`, `PF_ROWS`
-/// (16 rows per warp), `PF_TILE`, and the head sizes of its instances (`launch_for_head`).
+/// (32 rows per warp), `PF_TILE`, and the head sizes of its instances (`launch_for_head`).
 pub(crate) const PREFILL_MMA_THREADS: u32 = 128;
-pub(crate) const PREFILL_MMA_ROWS: u32 = 64;
+pub(crate) const PREFILL_MMA_ROWS: u32 = 128;
 pub(crate) const PREFILL_MMA_TILE: u32 = 64;
 pub(crate) const PREFILL_MMA_MIN_HEAD: u32 = 64;
 pub(crate) const PREFILL_MMA_MAX_HEAD: u32 = 128;
@@ -357,14 +357,16 @@ pub(crate) const PREFILL_MMA_MAX_HEAD: u32 = 128;
 /// `prefill_smem` in `kernels/prefill.hip` region by region: change both together.
 pub fn prefill_mma_shared_mem_bytes(head_size: u32) -> u64 {
     const PAD: u64 = 8; // elements after each staged row
-    const INFO_BYTES: u64 = 16 * 4;
+    const WARPS: u64 = PREFILL_MMA_THREADS as u64 / 32;
     let (d, rows, tile) = (head_size as u64, PREFILL_MMA_ROWS as u64, PREFILL_MMA_TILE as u64);
-    let row_stats = 2 * rows * 4; // final max and sum per row
+    // CTA words, each warp's 4 visible-range bounds, and per row its max, sum, range, position
+    // and slope.
+    let info = 16 * 4 + WARPS * 4 * 4 + 6 * rows * 4;
     let q = rows * (d + PAD) * 2;
     let k_stage = tile * (d + PAD) * 2;
     // Values as [key][dim] (dims adjacent in the cache) or transposed [dim][key] (slots adjacent).
     let v_stage = (tile * (d + PAD)).max(d * (tile + PAD)) * 2;
-    INFO_BYTES + row_stats + q + 2 * (k_stage + v_stage)
+    info + q + 2 * (k_stage + v_stage)
 }
 
 /// Which decode kernel serves a batch (`kernels/decode.hip`).
@@ -714,14 +716,17 @@ fn cuda_sm(arch: &str) -> Option<u32> {
 
 /// Whether the tensor-core prefill kernel can serve this problem's general rows on this device:
 /// NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16, 32-lane warps), f16/bf16 queries
-/// over a cache of the same dtype (no fp8), a head size with an instance (multiples of 16, the k
-/// of the score products, from 64 to 128), and its shared memory within the opt-in limit.
+/// over a cache of the same dtype (no fp8), an output that is not fp8 (its 16-bit probabilities
+/// could move an fp8 rounding decision by more than a code), a head size with an instance
+/// (multiples of 16, the k of the score products, from 64 to 128), and its shared memory within
+/// the opt-in limit.
 fn prefill_mma_fits(p: &AttentionProblem, limits: &DeviceLimits) -> bool {
     let d = p.head_size as u32;
     cuda_sm(&limits.arch).is_some_and(|v| v >= 80)
         && limits.wave_size == 32
         && matches!(p.query.dtype, DType::F16 | DType::BF16)
         && p.kv_quant.is_none()
+        && p.out_quant.is_none()
         && p.geometry.dtype == p.query.dtype
         && d % 16 == 0
         && (PREFILL_MMA_MIN_HEAD..=PREFILL_MMA_MAX_HEAD).contains(&d)
