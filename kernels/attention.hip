@@ -19,6 +19,7 @@
 #include "cache_io.h"
 #include "pkv_common.h"
 #include "prefill.h"
+#include "q_blocks.h"
 
 namespace pkv {
 namespace {
@@ -48,7 +49,7 @@ static_assert(REDUCE_THREADS % PKV_WAVE_SIZE == 0, "work-groups are whole waves"
 #define NEG_INF __uint_as_float(0xff800000u)
 
 // CTA info words after the row statistics.
-enum { INFO_ACTIVE, INFO_SEQ, INFO_QBEGIN, INFO_TOK0, INFO_NTOK, INFO_SEQLEN, INFO_PFIRST, INFO_HPC, INFO_COUNT };
+enum { INFO_COUNT = 8 };  // the words locate_q_block (q_blocks.h) exchanges
 
 // Byte offsets of the dynamic shared-memory regions (after PARAM_BYTES for the arguments). src/core/plan.rs
 // (attention_shared_mem_bytes) computes the same total: change both together.
@@ -160,48 +161,15 @@ PKV_DEVICE void paged_attention_body(const pkv_attention_params& p_arg) {
 
     if (kCache == PKV_DT_U8) sm.lut[tid] = fp8_decode(p.kv_fp8, static_cast<uint32_t>(tid));
 
-    // ---- Which sequence and which of its query tokens this work-group serves.
-    // q-blocks of sequence i start at query_start_loc[i] / block_q + i (an upper-bound numbering
-    // that needs no prefix sum): the owner is the last i whose start <= qb (0 if none), i.e. the
-    // number of i >= 1 whose start <= qb. Counted by all threads, a round trip per 256
-    // sequences, rather than by a binary search of one thread (a dependent load per halving:
-    // after a decode-only batch's decode kernel this grid's prologue was its whole time, 7-8
-    // us for B64; docs/performance.md, session 11). Malformed offsets still give one owner.
-    const int qb = blockIdx.x;
-    const int bq = p.block_q;
-    int s = 0;
-    for (int i0 = 1; i0 < p.num_seqs; i0 += ATT_THREADS) {
-        const int i = i0 + tid;
-        s += __syncthreads_count(i < p.num_seqs && qsl_at(p, i) / bq + i <= qb);
-    }
-    if (tid == 0) {
-        const int q_begin = qsl_at(p, s);
-        const int q_end = max(q_begin, qsl_at(p, s + 1));
-        const int q_len = q_end - q_begin;
-        const int local = qb - (q_begin / bq + s);
-        const int tok0 = local * bq;
-        // Sequences with one query token belong to the decode kernel (decode.hip) when it runs.
-        const int active = local >= 0 && tok0 < q_len && !(p.decode_kernel && q_len == 1);
-        const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-        const int seq_len = clamp_int(p.seq_lens[s * p.seq_lens_stride], 0, max_len);
-        sm.info[INFO_ACTIVE] = active;
-        sm.info[INFO_SEQ] = s;
-        sm.info[INFO_QBEGIN] = q_begin;
-        sm.info[INFO_TOK0] = tok0;
-        sm.info[INFO_NTOK] = active ? min(bq, q_len - tok0) : 0;
-        sm.info[INFO_SEQLEN] = seq_len;
-        // Query token t of the sequence sits at position seq_len - q_len + t.
-        sm.info[INFO_PFIRST] = seq_len - q_len + tok0;
-        sm.info[INFO_HPC] = min(p.heads_per_cta, G - hg * p.heads_per_cta);
-    }
-    __syncthreads();
-    if (!sm.info[INFO_ACTIVE]) return;  // uniform: surplus q-block (or a sequence with q_len 0)
-    const int seq = sm.info[INFO_SEQ];
-    const int row0 = sm.info[INFO_QBEGIN] + sm.info[INFO_TOK0];  // first query/output row
-    const int ntok = sm.info[INFO_NTOK];
-    const int seq_len = sm.info[INFO_SEQLEN];
-    const int p_first = sm.info[INFO_PFIRST];
-    const int hpc = sm.info[INFO_HPC];
+    // ---- Which sequence and which of its query tokens this work-group serves (q_blocks.h).
+    const QBlock qblk = locate_q_block(p, blockIdx.x, hg, tid, ATT_THREADS, sm.info);
+    if (!qblk.active) return;  // uniform
+    const int seq = qblk.seq;
+    const int row0 = qblk.row0;  // first query/output row
+    const int ntok = qblk.ntok;
+    const int seq_len = qblk.seq_len;
+    const int p_first = qblk.p_first;
+    const int hpc = qblk.hpc;
     const int nrows = ntok * hpc;
     const int qh0 = kvh * G + hg * p.heads_per_cta;  // query head of row r: qh0 + r % hpc
     const int W = p.sliding_window;

@@ -35,6 +35,7 @@
 #include "cache_io.h"
 #include "pkv_common.h"
 #include "prefill.h"
+#include "q_blocks.h"
 
 #if defined(PKV_CUDA)
 #include <cuda_bf16.h>
@@ -138,17 +139,6 @@ struct PfOps<PKV_DT_F16> {
     }
 };
 
-// Cache offset (elements) of key position j of sequence `seq`: its block from the table
-// (clamped into the cache, never out of bounds) and its slot in the block.
-PKV_DEVICE int64_t key_position_offset(const pkv_attention_params& p, const pkv_cache_addr& a, int seq, int j) {
-    const int lb = j / p.block_size;
-    const int off = j - lb * p.block_size;
-    int64_t b = p.block_table[static_cast<int64_t>(seq) * p.block_table_strides[0] +
-                              static_cast<int64_t>(lb) * p.block_table_strides[1]];
-    b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
-    return b * a.blk + static_cast<int64_t>(off) * a.tok;
-}
-
 // Where this thread's keys of tile `t0` (keys t0 .. t0 + PF_TILE - 1) live: thread `tid` takes
 // key tid % PF_TILE (its key chunks, and its value chunks where the cache keeps dims adjacent)
 // and, where it keeps slots adjacent, the 8-key group tid % 8 (its value chunks). Their
@@ -160,6 +150,7 @@ struct TileBlocks {
     int value;  // the value's: the key's (dims adjacent) or its group's first slot's
 };
 
+// Table entry of position j of sequence `seq` (j below the sequence's length: its column exists).
 PKV_DEVICE int table_entry(const pkv_attention_params& p, int seq, int j) {
     return p.block_table[static_cast<int64_t>(seq) * p.block_table_strides[0] +
                          static_cast<int64_t>(j / p.block_size) * p.block_table_strides[1]];
@@ -178,8 +169,8 @@ PKV_DEVICE TileBlocks locate_tile(const pkv_attention_params& p, int seq, int t0
     return b;
 }
 
-// Cache offset (elements) of position j in table entry `entry` (clamped into the cache, never
-// out of bounds), as key_position_offset.
+// Cache offset (elements) of position j in table entry `entry`: the block clamped into the
+// cache (never out of bounds), then the slot in the block.
 PKV_DEVICE int64_t entry_offset(const pkv_attention_params& p, const pkv_cache_addr& a, int entry, int j) {
     const int64_t b = entry < 0 ? 0 : (entry >= p.num_blocks ? p.num_blocks - 1 : entry);
     return b * a.blk + static_cast<int64_t>(j % p.block_size) * a.tok;
@@ -219,7 +210,7 @@ __device__ __noinline__ void stage_slots_slow(uint16_t* dst, const int32_t* tabl
         if (j >= lo && j <= hi) {
             const int lb = j / block_size;
             int64_t b = table_row[lb * table_stride];
-            b = b < 0 ? 0 : (b >= num_blocks ? num_blocks - 1 : b);  // as key_position_offset
+            b = b < 0 ? 0 : (b >= num_blocks ? num_blocks - 1 : b);  // as entry_offset
             r.set(e, vbase[b * a.blk + static_cast<int64_t>(j - lb * block_size) * a.tok + static_cast<int64_t>(d) * a.dhi]);
         }
     }
@@ -357,39 +348,15 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     const int hg = blockIdx.y % p.head_groups;
     const int split = blockIdx.z;
 
-    // ---- Which sequence and which of its query tokens this work-group serves: the general
-    // kernel's rule (attention.hip), counted by all threads.
-    const int qb = blockIdx.x;
-    const int bq = p.block_q;
-    int s = 0;
-    for (int i0 = 1; i0 < p.num_seqs; i0 += PF_THREADS) {
-        const int i = i0 + tid;
-        s += __syncthreads_count(i < p.num_seqs && qsl_at(p, i) / bq + i <= qb);
-    }
-    if (tid == 0) {
-        const int q_begin = qsl_at(p, s);
-        const int q_end = max(q_begin, qsl_at(p, s + 1));
-        const int q_len = q_end - q_begin;
-        const int local = qb - (q_begin / bq + s);
-        const int tok0 = local * bq;
-        const int active = local >= 0 && tok0 < q_len && !(p.decode_kernel && q_len == 1);
-        const int64_t max_len = static_cast<int64_t>(p.max_blocks_per_seq) * p.block_size;
-        const int seq_len = clamp_int(p.seq_lens[s * p.seq_lens_stride], 0, max_len);
-        info[0] = active;
-        info[1] = q_begin + tok0;                      // first query/output row
-        info[2] = active ? min(bq, q_len - tok0) : 0;  // tokens
-        info[3] = seq_len;
-        info[4] = seq_len - q_len + tok0;              // position of the first token
-        info[5] = min(p.heads_per_cta, G - hg * p.heads_per_cta);
-    }
-    __syncthreads();
-    if (!info[0]) return;  // uniform: surplus q-block (or a sequence with q_len 0)
-    const int seq = s;
-    const int row0 = info[1];
-    const int ntok = info[2];
-    const int seq_len = info[3];
-    const int p_first = info[4];
-    const int hpc = info[5];
+    // ---- Which sequence and which of its query tokens this work-group serves (q_blocks.h).
+    const QBlock qblk = locate_q_block(p, blockIdx.x, hg, tid, PF_THREADS, info);
+    if (!qblk.active) return;  // uniform
+    const int seq = qblk.seq;
+    const int row0 = qblk.row0;  // first query/output row
+    const int ntok = qblk.ntok;
+    const int seq_len = qblk.seq_len;
+    const int p_first = qblk.p_first;
+    const int hpc = qblk.hpc;
     const int nrows = ntok * hpc;
     const int qh0 = kvh * G + hg * p.heads_per_cta;  // query head of row r: qh0 + r % hpc
     const int W = p.sliding_window;
