@@ -27,6 +27,7 @@
 // columns past a sequence's last block are never touched.
 
 #include "cache_io.h"
+#include "mma_sm80.h"
 #include "pkv_common.h"
 
 #if defined(PKV_CUDA)
@@ -714,14 +715,6 @@ constexpr int MMA_HEADS = 8;   // n of m16n8k16: query heads per work-group (src
 // Lazy rescaling: how far (natural log) a score may exceed the running reference before the
 // reference moves; probabilities stay below e^8 ~ 2981, well inside f16's range.
 constexpr float LAZY_RESCALE = 8.0f;
-constexpr float LOG2_E = 1.4426950408889634f;
-
-// 2^x, the hardware approximation (relative error ~2^-22; results below 2^-126 flush to 0).
-PKV_DEVICE float exp2_approx(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // n / d for 0 <= n < 2^31 by a multiply and a shift (Granlund-Montgomery, the round-up
 // variant): mul = ceil(2^(31 + l) / d) with l = ceil(log2 d) fits 32 bits and the error of
@@ -751,29 +744,6 @@ constexpr int MMA_THREADS_LARGE = 128;
 constexpr int MMA_MIN_BLOCKS_SMALL = 4;
 constexpr int MMA_MIN_BLOCKS_LARGE = 2;
 
-template <int kOp>
-struct Mma;
-template <>
-struct Mma<PKV_DT_BF16> {
-    static PKV_DEVICE void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
-};
-template <>
-struct Mma<PKV_DT_F16> {
-    static PKV_DEVICE void run(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
-};
-
 // A cache chunk of 8 elements as four 16-bit operand pairs: 16-bit caches as loaded; fp8
 // (e4m3fn: the planner sends no other format here) through the hardware conversion to f16
 // (exact, NaN kept; sm_89+, planned only there).
@@ -799,41 +769,6 @@ template <int kOp>
 PKV_DEVICE void mma_k32(float* d, const uint32_t* r0, const uint32_t* r1, const uint32_t* b) {
     Mma<kOp>::run(d, r0[0], r1[0], r0[1], r1[1], b[0], b[1]);
     Mma<kOp>::run(d, r0[2], r1[2], r0[3], r1[3], b[2], b[3]);
-}
-
-// cp.async: a global -> shared copy that stays in flight without holding a register. `valid`
-// false copies nothing and zero-fills (the source is then never read). 16-byte copies go
-// through L1 (`.ca`) when `l1`, else around it (`.cg`); 8-byte copies only have `.ca`.
-// The `.cg` copies serve blocks longer than a tile, where a warp reads each value row as a
-// 64-byte piece: they ask the L2 to fetch the piece's whole 128-byte line (`.L2::128B`), so
-// that DRAM serves each row in 128-byte bursts and the next tile's piece is an L2 hit. A
-// read-only kernel with this order streams at 98.7% of the copy rate with the hint and 89.5%
-// without (B64 L4k block 2048; 256 bytes: 97.7, and 91.7 at block 544, whose rows are not
-// 256-byte aligned; scripts/h200/paged_read.cu orders 6, 11, 12). This kernel with 256 bytes
-// measured 0.8-2.2 points below 128 (docs/performance.md, session 10). `kLine` false: `.cg`
-// without the hint (a value row's end tile where rows are not whole lines; issue_values).
-template <int kBytes, bool kLine = true>
-PKV_DEVICE void copy_async(void* dst, const void* src, bool valid, bool l1) {
-    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    if (kBytes == 16 && l1) {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
-                     : "memory");
-    } else if (kBytes == 16 && kLine) {
-        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
-                     : "memory");
-    } else if (kBytes == 16) {
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 16 : 0)
-                     : "memory");
-    } else {
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src), "r"(valid ? 8 : 0)
-                     : "memory");
-    }
-}
-PKV_DEVICE void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most `kPending` of this thread's committed copy groups are still in flight.
-template <int kPending>
-PKV_DEVICE void copy_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // 16 fp8 (e4m3fn) codes of a key chunk as two 8-code halves.

@@ -33,6 +33,7 @@
 // never touched; other positions stage as zeros.
 
 #include "cache_io.h"
+#include "mma_sm80.h"
 #include "pkv_common.h"
 #include "prefill.h"
 #include "q_blocks.h"
@@ -51,7 +52,6 @@ constexpr int PF_TILE = 64;             // keys per tile (src/core/plan.rs PREFI
 constexpr int PF_PAD = 8;               // elements after each staged row: ldmatrix rows on distinct banks
 constexpr int PF_MIN_BLOCKS = 2;        // resident work-groups per SM (shared memory allows two)
 constexpr int PF_INFO_WORDS = 16;
-constexpr float PF_LOG2_E = 1.4426950408889634f;
 constexpr float PF_LN_2 = 0.6931471805599453f;
 
 #define NEG_INF __uint_as_float(0xff800000u)
@@ -80,14 +80,6 @@ struct PfSmem {
 
 PKV_DEVICE uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
-// 16 bytes global -> shared around L1 (tiles are shared between work-groups through L2);
-// `valid` false copies nothing and zero-fills.
-PKV_DEVICE void copy16_async(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
 // Four 8x8 16-bit matrices from shared memory (`addr`: a shared-window address; lanes 8i..8i+7
 // give the rows of matrix i), as mma fragments; .trans transposes each matrix.
 PKV_DEVICE void ldsm_x4(uint32_t* r, uint32_t addr) {
@@ -102,42 +94,25 @@ PKV_DEVICE void ldsm_x4_trans(uint32_t* r, uint32_t addr) {
                  : "r"(addr));
 }
 
-PKV_DEVICE float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// d += a . b (m16n8k16, f32 accumulation) and the 16-bit pair packing, per query dtype.
+// d += a . b (mma_sm80.h) with A as four pairs, and the 16-bit pair packing, per query dtype.
 template <int kOp>
-struct PfOps;
-template <>
-struct PfOps<PKV_DT_BF16> {
+struct PfOps {
     static PKV_DEVICE void mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        Mma<kOp>::run(d, a[0], a[1], a[2], a[3], b0, b1);
     }
     // (x, y) rounded to the nearest 16-bit pair.
-    static PKV_DEVICE uint32_t pack(float x, float y) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-        return *reinterpret_cast<const uint32_t*>(&h);
-    }
+    static PKV_DEVICE uint32_t pack(float x, float y);
 };
 template <>
-struct PfOps<PKV_DT_F16> {
-    static PKV_DEVICE void mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static PKV_DEVICE uint32_t pack(float x, float y) {
-        const __half2 h = __floats2half2_rn(x, y);
-        return *reinterpret_cast<const uint32_t*>(&h);
-    }
-};
+PKV_DEVICE uint32_t PfOps<PKV_DT_BF16>::pack(float x, float y) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+}
+template <>
+PKV_DEVICE uint32_t PfOps<PKV_DT_F16>::pack(float x, float y) {
+    const __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<const uint32_t*>(&h);
+}
 
 // Where this thread's keys of tile `t0` (keys t0 .. t0 + PF_TILE - 1) live: thread `tid` takes
 // key tid % PF_TILE (its key chunks, and its value chunks where the cache keeps dims adjacent)
@@ -256,7 +231,7 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, 
         const uint16_t* src = s.valid ? kbase + s.ko + dim_offset(ka, c0 * 8) : kbase;
         const int64_t step = s.valid ? dim_offset(ka, 16) - dim_offset(ka, 0) : 0;
 #pragma unroll
-        for (int i = 0; i < PER_THREAD; ++i) copy16_async(ks + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid);
+        for (int i = 0; i < PER_THREAD; ++i) copy_async<16, false>(ks + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid, false);
     } else {
 #pragma unroll 1
         for (int c = c0; c < kD / 8; c += 2) stage_chunk_slow(ks + k * L::LD + c * 8, kbase + s.ko, ka, c * 8, p.key_run, s.valid);
@@ -267,7 +242,7 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, 
             const int64_t step = s.valid ? dim_offset(va, 16) - dim_offset(va, 0) : 0;
 #pragma unroll
             for (int i = 0; i < PER_THREAD; ++i)
-                copy16_async(vs + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid);
+                copy_async<16, false>(vs + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid, false);
         } else {
 #pragma unroll 1
             for (int c = c0; c < kD / 8; c += 2)
@@ -286,7 +261,7 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, 
             const uint16_t* src = s.whole ? vbase + s.vo + static_cast<int64_t>(d0) * va.dhi : vbase;
             const int64_t step = s.whole ? static_cast<int64_t>(16) * va.dhi : 0;
 #pragma unroll
-            for (int i = 0; i < kD / 16; ++i) copy16_async(vd + i * 16 * L::LDT, src + i * step, s.whole);
+            for (int i = 0; i < kD / 16; ++i) copy_async<16, false>(vd + i * 16 * L::LDT, src + i * step, s.whole, false);
         } else {
 #pragma unroll 1
             for (int i = 0; i < kD / 16; ++i)
@@ -393,7 +368,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         issue_tile<kD>(p, first, tile_begin * PF_TILE, seq, kvh, lo_all, hi_all, stages + (tile_begin & 1) * L::STAGE_BYTES,
                        tid);
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    copy_async_commit();
     TileBlocks next = locate_tile(p, seq, (tile_begin + 1) * PF_TILE, lo_all, hi_all, tid);
     __syncthreads();  // the query rows
 
@@ -423,7 +398,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
             if (r < nrows) {
                 if (p.sinks && split == 0) {
                     const float sink = p.sinks[(qh0 + r % hpc) * p.sinks_stride];
-                    m0 = sink * PF_LOG2_E;  // base-2 units, as every score below
+                    m0 = sink * LOG2_E;  // base-2 units, as every score below
                     l0 = sink > NEG_INF ? 1.0f : 0.0f;
                 }
                 const int lo = row_lo[r], hi = row_hi[r];
@@ -448,7 +423,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     // Plain scores (no soft-cap, no ALiBi) stay raw products until the exponent, whose one FFMA
     // applies the scale (positive: the running max of raw products is the max of the scaled).
     const bool plain_scores = p.logits_soft_cap <= 0.0f && p.alibi_slopes == nullptr;
-    const float mult = plain_scores ? p.sm_scale * PF_LOG2_E : 1.0f;
+    const float mult = plain_scores ? p.sm_scale * LOG2_E : 1.0f;
     const float cap = p.logits_soft_cap;
     const float inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
 
@@ -478,11 +453,11 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         if (tile + 1 < tile_end) {
             issue_tile<kD>(p, next, (tile + 1) * PF_TILE, seq, kvh, lo_all, hi_all, stages + (st ^ 1) * L::STAGE_BYTES,
                            tid);
-            asm volatile("cp.async.commit_group;\n" ::: "memory");
+            copy_async_commit();
             if (tile + 2 < tile_end) next = locate_tile(p, seq, (tile + 2) * PF_TILE, lo_all, hi_all, tid);
-            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+            copy_async_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+            copy_async_wait<0>();
         }
         __syncthreads();  // this tile's stage is complete for every warp
 
@@ -527,7 +502,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
                                 if (!plain_scores) {
                                     x *= p.sm_scale;
                                     if (cap > 0.0f) x = cap * tanhf(x * inv_cap);
-                                    x = (x + sl * static_cast<float>(j - pos)) * PF_LOG2_E;
+                                    x = (x + sl * static_cast<float>(j - pos)) * LOG2_E;
                                 }
                                 sc[n][2 * i + e] = j < lo || j > hi ? NEG_INF : x;
                             }
@@ -547,12 +522,12 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
                     const float m_old = row_m[r];
                     const float m_new = fmaxf(m_old, mx * mult);
                     const float ref = m_new == NEG_INF ? 0.0f : m_new;  // nothing visible yet: all terms 0
-                    const float alpha = ex2(m_old - ref);
+                    const float alpha = exp2_approx(m_old - ref);
                     float sum = 0.0f;
 #pragma unroll
                     for (int n = 0; n < NB; ++n) {
-                        const float e0 = ex2(fmaf(sc[n][h], mult, -ref));
-                        const float e1 = ex2(fmaf(sc[n][h + 1], mult, -ref));
+                        const float e0 = exp2_approx(fmaf(sc[n][h], mult, -ref));
+                        const float e1 = exp2_approx(fmaf(sc[n][h + 1], mult, -ref));
                         sum += e0 + e1;
                         P[mt][n][i] = Ops::pack(e0, e1);
                     }
