@@ -1,7 +1,7 @@
 // Paged attention for prefill rows on tensor cores (NVIDIA sm_80+): the general kernel's work
 // (attention.hip; semantics: the CPU reference, src/cpu/attention.rs) for f16/bf16 queries
-// over a cache of the same dtype and head sizes that are multiples of 16 from 64 to 128 (one
-// instance per head size: compile-time offsets and unrolled loops throughout). The
+// over a cache of the same dtype and head sizes 64, 80, 96, 112, 128, 192 and 256 (one instance
+// per head size: compile-time offsets and unrolled loops throughout). The
 // planner (src/core/plan.rs, GeneralKernel::TensorCores) sends nothing else here; AMD builds
 // and every other case keep the general kernel.
 //
@@ -11,12 +11,12 @@
 // m16n8k16 with f32 accumulation.
 //
 // Grid and rows as in the general kernel: x = q-block (an upper bound from shapes), y = kv head
-// x head group, z = KV split. A work-group serves PF_ROWS rows (block_q tokens x heads_per_cta
-// query heads of one kv head: one staging of each K/V tile serves every head of the group);
-// each of its four warps owns 32 rows (two 16-row m-tiles, the m of the products) with its own
-// online softmax.
+// x head group, z = KV split. A work-group serves PfShape::ROWS rows (block_q tokens x
+// heads_per_cta query heads of one kv head: one staging of each K/V tile serves every head of
+// the group); each of its four warps owns one or two 16-row m-tiles (the m of the products)
+// with its own online softmax.
 //
-// Per tile of PF_TILE keys at absolute positions (any block size: each key finds its block):
+// Per tile of PfShape::TILE keys at absolute positions (any block size: each key finds its block):
 //  - the next tile's keys and values are copied into the other shared-memory stage by
 //    cp.async while this one is computed (16-byte copies where the layout keeps 8 elements
 //    contiguous and aligned, element loads otherwise);
@@ -46,22 +46,41 @@ namespace {
 
 constexpr int PF_THREADS = 128;  // four warps
 constexpr int PF_WARPS = PF_THREADS / 32;
-constexpr int PF_WARP_ROWS = 32;                    // two 16-row m-tiles (the m of m16n8k16) per warp
-constexpr int PF_ROWS = PF_WARP_ROWS * PF_WARPS;  // src/core/plan.rs PREFILL_MMA_ROWS
-constexpr int PF_TILE = 64;             // keys per tile (src/core/plan.rs PREFILL_MMA_TILE)
 constexpr int PF_PAD = 8;               // elements after each staged row: ldmatrix rows on distinct banks
 constexpr int PF_MIN_BLOCKS = 2;        // resident work-groups per SM (shared memory allows two)
 constexpr int PF_INFO_WORDS = 16;
 constexpr float PF_LN_2 = 0.6931471805599453f;
 
+// The work-group's shape per head size (src/core/plan.rs prefill_mma_shape): up to 128 dims,
+// each warp owns two 16-row m-tiles (each value fragment then serves both) and tiles are 64
+// keys; above, the output accumulators of two m-tiles would not fit the registers, so one
+// m-tile per warp and 32-key tiles (two work-groups per SM still fit the shared memory).
+template <int kD>
+struct PfShape {
+    static const int MT = kD > 128 ? 1 : 2;          // m-tiles (the m of m16n8k16) per warp
+    static const int TILE = kD > 128 ? 32 : 64;      // keys per tile
+    static const int WARP_ROWS = 16 * MT;
+    static const int ROWS = WARP_ROWS * PF_WARPS;    // rows per work-group
+    static const int NB = TILE / 8;                   // 8-key n-blocks of the scores
+    static const int CSTEP = PF_THREADS / TILE;       // threads per key: its chunks c0, c0 + CSTEP, ...
+    static_assert(CSTEP == 2 || CSTEP == 4, "chunks_linear's step");
+    static const int GROUPS = TILE / 8;               // 8-slot groups of a transposed value row
+    static const int GROUP_SHIFT = GROUPS == 8 ? 3 : 2;  // log2(GROUPS)
+    static_assert(GROUPS == 1 << GROUP_SHIFT, "GROUP_SHIFT");
+    static const int DSTEP = PF_THREADS / GROUPS;     // dims between a thread's value chunks
+};
+
 #define NEG_INF __uint_as_float(0xff800000u)
 
 // Dynamic shared memory, by region (src/core/plan.rs prefill_mma_shared_mem_bytes adds the same).
-// Two stages of one K tile [PF_TILE][kD + PF_PAD] and one V tile, [PF_TILE][kD + PF_PAD] when the
-// cache keeps dims adjacent or transposed [kD][PF_TILE + PF_PAD] when it keeps slots adjacent
+// Two stages of one K tile [TILE][kD + PF_PAD] and one V tile, [TILE][kD + PF_PAD] when the
+// cache keeps dims adjacent or transposed [kD][TILE + PF_PAD] when it keeps slots adjacent
 // (the split value layout); the stages hold the f32 output rows at the end.
 template <int kD>
 struct PfSmem {
+    typedef PfShape<kD> S;
+    static const int PF_ROWS = S::ROWS;
+    static const int PF_TILE = S::TILE;
     static const int LD = kD + PF_PAD;       // staged row of a key, value or query (elements)
     static const int LDT = PF_TILE + PF_PAD;  // staged row of a transposed value tile
     // CTA words and per warp its rows' visible-range bounds; per row its running max and sum
@@ -114,9 +133,9 @@ PKV_DEVICE uint32_t PfOps<PKV_DT_F16>::pack(float x, float y) {
     return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Where this thread's keys of tile `t0` (keys t0 .. t0 + PF_TILE - 1) live: thread `tid` takes
-// key tid % PF_TILE (its key chunks, and its value chunks where the cache keeps dims adjacent)
-// and, where it keeps slots adjacent, the 8-key group tid % 8 (its value chunks). Their
+// Where this thread's keys of tile `t0` (keys t0 .. t0 + TILE - 1) live: thread `tid` takes key
+// tid % TILE (its key chunks, and its value chunks where the cache keeps dims adjacent) and,
+// where it keeps slots adjacent, the 8-key group tid % GROUPS (its value chunks). Their
 // block-table entries are read a tile before the copies are issued, so that the reads' round
 // trip overlaps a tile's products instead of preceding its copies; only the two raw entries
 // are held across it (registers are the kernel's limit), the rest is recomputed at issue.
@@ -131,14 +150,16 @@ PKV_DEVICE int table_entry(const pkv_attention_params& p, int seq, int j) {
                          static_cast<int64_t>(j / p.block_size) * p.block_table_strides[1]];
 }
 
+template <int kD>
 PKV_DEVICE TileBlocks locate_tile(const pkv_attention_params& p, int seq, int t0, int lo, int hi, int tid) {
+    typedef PfShape<kD> S;
     TileBlocks b;
-    const int j = t0 + (tid & (PF_TILE - 1));
+    const int j = t0 + (tid & (S::TILE - 1));
     b.key = j >= lo && j <= hi ? table_entry(p, seq, j) : 0;
     if (p.value_mode != PKV_V_ALONG_TOKENS) {
         b.value = b.key;
     } else {
-        const int j0 = t0 + (tid & 7) * 8;
+        const int j0 = t0 + (tid & (S::GROUPS - 1)) * 8;
         b.value = j0 >= lo && j0 + 7 <= hi ? table_entry(p, seq, j0) : 0;
     }
     return b;
@@ -151,12 +172,13 @@ PKV_DEVICE int64_t entry_offset(const pkv_attention_params& p, const pkv_cache_a
     return b * a.blk + static_cast<int64_t>(j % p.block_size) * a.tok;
 }
 
-// Whether the dims of a cached token sit at offsets linear in the 16-dim step between a
-// thread's chunks (x-groups of at most 16 elements, or one x-group spanning the head), so that
-// chunk i is one fixed stride from chunk 0.
+// Whether the dims of a cached token sit at offsets linear in the step between a thread's chunks
+// (8 * CSTEP dims: x-groups that divide it, or one x-group spanning the head), so that chunk i
+// is one fixed stride from chunk 0.
 template <int kD>
 PKV_DEVICE bool chunks_linear(const pkv_cache_addr& a) {
-    return a.x_shift <= 4 || (1 << a.x_shift) >= kD;
+    const int step_shift = PfShape<kD>::CSTEP == 2 ? 4 : 5;  // log2(8 * CSTEP): CSTEP is 2 or 4
+    return a.x_shift <= step_shift || (1 << a.x_shift) >= kD;
 }
 
 // The slow staging paths, out of line (rare: layouts without aligned 8-element runs, and the
@@ -198,6 +220,7 @@ template <int kD>
 PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, int t0, int seq, int kvh, int lo,
                            int hi, unsigned char* stage, int tid) {
     typedef PfSmem<kD> L;
+    typedef PfShape<kD> S;
     // This kv head's caches (formed here from the arguments rather than held across the tile's
     // products: registers are the kernel's limit).
     const uint16_t* kbase = static_cast<const uint16_t*>(p.key_cache) + static_cast<int64_t>(kvh) * p.key_addr.head;
@@ -208,65 +231,68 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, 
         bool valid, whole;
     } s;
     {
-        const int j = t0 + (tid & (PF_TILE - 1));
+        const int j = t0 + (tid & (S::TILE - 1));
         s.valid = j >= lo && j <= hi;
         s.ko = s.valid ? entry_offset(p, p.key_addr, tb.key, j) : 0;
         if (p.value_mode != PKV_V_ALONG_TOKENS) {
             s.whole = false;
             s.vo = s.valid ? entry_offset(p, p.value_addr, tb.value, j) : 0;
         } else {
-            const int j0 = t0 + (tid & 7) * 8;
+            const int j0 = t0 + (tid & (S::GROUPS - 1)) * 8;
             s.whole = j0 >= lo && j0 + 7 <= hi;
             s.vo = s.whole ? entry_offset(p, p.value_addr, tb.value, j0) : 0;
         }
     }
-    constexpr int PER_THREAD = kD / 8 / (PF_THREADS / PF_TILE);  // chunks of one key per thread
+    constexpr int PER_THREAD = kD / 8 / S::CSTEP;  // chunks of one key per thread
     const pkv_cache_addr& ka = p.key_addr;
     const pkv_cache_addr& va = p.value_addr;
     uint16_t* ks = reinterpret_cast<uint16_t*>(stage);
     uint16_t* vs = reinterpret_cast<uint16_t*>(stage + L::K_BYTES);
-    const int k = tid & (PF_TILE - 1);
-    const int c0 = tid / PF_TILE;  // chunks c0, c0 + 2, ...
+    const int k = tid & (S::TILE - 1);
+    const int c0 = tid / S::TILE;  // chunks c0, c0 + CSTEP, ...
     if (p.key_run == 8 && chunks_linear<kD>(ka)) {
         const uint16_t* src = s.valid ? kbase + s.ko + dim_offset(ka, c0 * 8) : kbase;
-        const int64_t step = s.valid ? dim_offset(ka, 16) - dim_offset(ka, 0) : 0;
+        const int64_t step = s.valid ? dim_offset(ka, 8 * S::CSTEP) - dim_offset(ka, 0) : 0;
 #pragma unroll
-        for (int i = 0; i < PER_THREAD; ++i) copy_async<16, false>(ks + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid, false);
+        for (int i = 0; i < PER_THREAD; ++i) copy_async<16, false>(ks + k * L::LD + (c0 + S::CSTEP * i) * 8, src + i * step, s.valid, false);
     } else {
 #pragma unroll 1
-        for (int c = c0; c < kD / 8; c += 2) stage_chunk_slow(ks + k * L::LD + c * 8, kbase + s.ko, ka, c * 8, p.key_run, s.valid);
+        for (int c = c0; c < kD / 8; c += S::CSTEP) stage_chunk_slow(ks + k * L::LD + c * 8, kbase + s.ko, ka, c * 8, p.key_run, s.valid);
     }
     if (p.value_mode != PKV_V_ALONG_TOKENS) {
         if (p.value_run == 8 && chunks_linear<kD>(va)) {
             const uint16_t* src = s.valid ? vbase + s.vo + dim_offset(va, c0 * 8) : vbase;
-            const int64_t step = s.valid ? dim_offset(va, 16) - dim_offset(va, 0) : 0;
+            const int64_t step = s.valid ? dim_offset(va, 8 * S::CSTEP) - dim_offset(va, 0) : 0;
 #pragma unroll
             for (int i = 0; i < PER_THREAD; ++i)
-                copy_async<16, false>(vs + k * L::LD + (c0 + 2 * i) * 8, src + i * step, s.valid, false);
+                copy_async<16, false>(vs + k * L::LD + (c0 + S::CSTEP * i) * 8, src + i * step, s.valid, false);
         } else {
 #pragma unroll 1
-            for (int c = c0; c < kD / 8; c += 2)
+            for (int c = c0; c < kD / 8; c += S::CSTEP)
                 stage_chunk_slow(vs + k * L::LD + c * 8, vbase + s.vo, va, c * 8, p.value_run, s.valid);
         }
     } else {
         // Transposed stage [kD][LDT]: a chunk is 8 slots of one dim. A group of 8 keys that is
         // wholly visible and (value_run 8: block size a multiple of 8, aligned) inside one block
         // is one 16-byte copy; a group at the visible range's edge is read key by key.
-        const int g = tid & 7;
+        const int g = tid & (S::GROUPS - 1);
         const int j0 = t0 + g * 8;
         const bool none = j0 > hi || j0 + 7 < lo;
-        const int d0 = tid >> 3;  // dims d0, d0 + 16, ...
+        const int d0 = tid >> S::GROUP_SHIFT;  // dims d0, d0 + DSTEP, ...
         uint16_t* vd = vs + d0 * L::LDT + g * 8;
         if (p.value_run == 8 && (s.whole || none)) {
             const uint16_t* src = s.whole ? vbase + s.vo + static_cast<int64_t>(d0) * va.dhi : vbase;
-            const int64_t step = s.whole ? static_cast<int64_t>(16) * va.dhi : 0;
+            const int64_t step = s.whole ? static_cast<int64_t>(S::DSTEP) * va.dhi : 0;
 #pragma unroll
-            for (int i = 0; i < kD / 16; ++i) copy_async<16, false>(vd + i * 16 * L::LDT, src + i * step, s.whole, false);
+            for (int i = 0; i < kD / S::DSTEP; ++i)
+                copy_async<16, false>(vd + i * S::DSTEP * L::LDT, src + i * step, s.whole, false);
         } else {
 #pragma unroll 1
-            for (int i = 0; i < kD / 16; ++i)
-                stage_slots_slow(vd + i * 16 * L::LDT, p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0],
-                                 p.block_table_strides[1], p.block_size, p.num_blocks, va, vbase, j0, d0 + 16 * i, lo, hi);
+            for (int i = 0; i < kD / S::DSTEP; ++i)
+                stage_slots_slow(vd + i * S::DSTEP * L::LDT,
+                                 p.block_table + static_cast<int64_t>(seq) * p.block_table_strides[0],
+                                 p.block_table_strides[1], p.block_size, p.num_blocks, va, vbase, j0, d0 + S::DSTEP * i, lo,
+                                 hi);
         }
     }
 }
@@ -276,10 +302,10 @@ PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, 
 // are P's A fragment for keys 16 kb .. 16 kb + 15 as they lie. Each value fragment serves both
 // m-tiles. `v`: this lane's ldmatrix row in the stage's values, [key][dim] (.trans) or
 // transposed [dim][key] (`v_tokens`).
-template <typename Ops, typename L, int ND>
-PKV_DEVICE void pv_products(float (*o)[ND][4], uint32_t (*P)[PF_TILE / 8][2], uint32_t v, bool v_tokens) {
+template <typename Ops, typename L, int ND, int kMT>
+PKV_DEVICE void pv_products(float (*o)[ND][4], uint32_t (*P)[L::PF_TILE / 8][2], uint32_t v, bool v_tokens) {
 #pragma unroll
-    for (int kb = 0; kb < PF_TILE / 16; ++kb) {
+    for (int kb = 0; kb < L::PF_TILE / 16; ++kb) {
 #pragma unroll
         for (int n2 = 0; n2 < ND / 2; ++n2) {
             uint32_t b[4];
@@ -289,7 +315,7 @@ PKV_DEVICE void pv_products(float (*o)[ND][4], uint32_t (*P)[PF_TILE / 8][2], ui
                 ldsm_x4_trans(b, v + (kb * 16 * L::LD + n2 * 16) * 2);
             }
 #pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
+            for (int mt = 0; mt < kMT; ++mt) {
                 const uint32_t a[4] = {P[mt][2 * kb][0], P[mt][2 * kb][1], P[mt][2 * kb + 1][0], P[mt][2 * kb + 1][1]};
                 Ops::mma(o[mt][2 * n2], a, b[0], b[1]);
                 Ops::mma(o[mt][2 * n2 + 1], a, b[2], b[3]);
@@ -302,6 +328,8 @@ template <int kQuery, int kD>
 PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     typedef PfOps<kQuery> Ops;
     typedef PfSmem<kD> L;
+    typedef PfShape<kD> S;
+    constexpr int PF_ROWS = S::ROWS, PF_TILE = S::TILE, PF_WARP_ROWS = S::WARP_ROWS;
     extern __shared__ __attribute__((aligned(16))) unsigned char smem_raw[];
     int* info = reinterpret_cast<int*>(smem_raw);
     int* warp_bounds = info + PF_INFO_WORDS;  // [PF_WARPS][4]: min lo, max hi, max lo, min hi
@@ -364,12 +392,12 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         tile_end = min(te, tile_begin + per);
     }
     if (tile_begin < tile_end) {
-        const TileBlocks first = locate_tile(p, seq, tile_begin * PF_TILE, lo_all, hi_all, tid);
+        const TileBlocks first = locate_tile<kD>(p, seq, tile_begin * PF_TILE, lo_all, hi_all, tid);
         issue_tile<kD>(p, first, tile_begin * PF_TILE, seq, kvh, lo_all, hi_all, stages + (tile_begin & 1) * L::STAGE_BYTES,
                        tid);
     }
     copy_async_commit();
-    TileBlocks next = locate_tile(p, seq, (tile_begin + 1) * PF_TILE, lo_all, hi_all, tid);
+    TileBlocks next = locate_tile<kD>(p, seq, (tile_begin + 1) * PF_TILE, lo_all, hi_all, tid);
     __syncthreads();  // the query rows
 
     // ---- Per row: visible range, position and slope (shared: read only where a tile needs
@@ -392,7 +420,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         // Softmax state (sinks seed split 0 only), and the warp's visible-range bounds.
         int w_lo_min = 0x7fffffff, w_hi_max = -1, w_lo_max = 0, w_hi_min = 0x7fffffff;
 #pragma unroll
-        for (int ri = 0; ri < 4; ++ri) {
+        for (int ri = 0; ri < 2 * S::MT; ++ri) {
             const int r = warp * PF_WARP_ROWS + (ri >> 1) * 16 + (lane >> 2) + 8 * (ri & 1);
             float m0 = NEG_INF, l0 = 0.0f;
             if (r < nrows) {
@@ -428,11 +456,11 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     const float inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
 
     constexpr int KSTEPS = kD / 16;
-    constexpr int NB = PF_TILE / 8;  // 8-key n-blocks of the scores
+    constexpr int NB = S::NB;        // 8-key n-blocks of the scores
     constexpr int ND = kD / 8;       // 8-dim n-blocks of the output
-    float o[2][ND][4];
+    float o[S::MT][ND][4];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < S::MT; ++mt)
 #pragma unroll
         for (int n = 0; n < ND; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
 
@@ -454,7 +482,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
             issue_tile<kD>(p, next, (tile + 1) * PF_TILE, seq, kvh, lo_all, hi_all, stages + (st ^ 1) * L::STAGE_BYTES,
                            tid);
             copy_async_commit();
-            if (tile + 2 < tile_end) next = locate_tile(p, seq, (tile + 2) * PF_TILE, lo_all, hi_all, tid);
+            if (tile + 2 < tile_end) next = locate_tile<kD>(p, seq, (tile + 2) * PF_TILE, lo_all, hi_all, tid);
             copy_async_wait<1>();
         } else {
             copy_async_wait<0>();
@@ -466,9 +494,9 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
         if (t0 <= wb.y && t0 + PF_TILE - 1 >= wb.x) {  // some key of the tile is visible to the warp
             const uint32_t stage = stage0 + st * L::STAGE_BYTES;
             const bool whole = t0 >= wb.z && t0 + PF_TILE - 1 <= wb.w;
-            uint32_t P[2][NB][2];  // probabilities as 16-bit pairs (pv_products)
+            uint32_t P[S::MT][NB][2];  // probabilities as 16-bit pairs (pv_products)
 #pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
+            for (int mt = 0; mt < S::MT; ++mt) {
                 // S = Q K^T for m-tile mt (one m-tile's scores at a time: the registers of both
                 // beside the output accumulators would spill).
                 float sc[NB][4];
@@ -541,7 +569,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
                 }
             }
             // O += P V.
-            pv_products<Ops, L, ND>(o, P, stage + v_lane, v_tokens);
+            pv_products<Ops, L, ND, S::MT>(o, P, stage + v_lane, v_tokens);
         }
         __syncthreads();  // every warp is done with this stage before it is refilled
     }
@@ -550,7 +578,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     const bool single = p.num_splits == 1;
     float* s_o = reinterpret_cast<float*>(stages);
 #pragma unroll
-    for (int ri = 0; ri < 4; ++ri) {
+    for (int ri = 0; ri < 2 * S::MT; ++ri) {
         const int mt = ri >> 1, h = 2 * (ri & 1);
         const int r = warp * PF_WARP_ROWS + mt * 16 + (lane >> 2) + 8 * (ri & 1);
         const float l = row_l[r];
@@ -628,6 +656,10 @@ pkv_error_t launch_for_head(const pkv_attention_params& p, pkv_stream_t stream) 
             return launch_prefill<kQuery, 96>(p, stream);
         case 112:
             return launch_prefill<kQuery, 112>(p, stream);
+        case 192:
+            return launch_prefill<kQuery, 192>(p, stream);
+        case 256:
+            return launch_prefill<kQuery, 256>(p, stream);
         default:
             return launch_prefill<kQuery, 128>(p, stream);
     }

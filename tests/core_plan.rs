@@ -363,10 +363,16 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     assert_eq!(p.shared_mem_bytes, prefill_mma_shared_mem_bytes(128));
     assert!(p.shared_mem_bytes > 49152 && p.shared_mem_bytes <= 232448);
     assert!(p.reason.describe("sm_90", p.num_splits).contains("tensor-core prefill kernel"));
-    // Every head size that is a multiple of 16 from 64 to 128, in f16 too; MHA and wide GQA.
-    for d in [64i64, 80, 96, 112, 128] {
+    // Every head size that is a multiple of 16 from 64 to 128, and 192 and 256, in f16 too;
+    // above 128, 64-row work-groups (one m-tile per warp) and 32-key tiles.
+    for d in [64i64, 80, 96, 112, 128, 192, 256] {
         let p = general(&prefill(DType::F16, d), DType::F16, KvCacheDtype::Auto, &h200);
         assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "head {d}");
+        let (rows, tile) = if d > 128 { (64, 32) } else { (128, 64) };
+        assert_eq!((p.block_q * p.general.heads_per_cta, p.tile_size), (rows, tile), "head {d}");
+        assert_eq!(p.shared_mem_bytes, prefill_mma_shared_mem_bytes(d as u32));
+        // Two work-groups per SM: their shared memory and the runtime's reserve fit 227 KiB.
+        assert!(2 * (p.shared_mem_bytes + 1024) <= 232448, "head {d}: {} bytes", p.shared_mem_bytes);
     }
     for (hq, hkv, block_q, groups) in [(8i64, 8i64, 128u32, 1u32), (64, 1, 2, 1), (256, 2, 1, 1), (512, 2, 1, 2)] {
         let m = Dims { hq, hkv, ..prefill(DType::BF16, 128) };
@@ -382,7 +388,7 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     };
     fma(&prefill(DType::BF16, 72), DType::BF16, KvCacheDtype::Auto, &h200);
     fma(&prefill(DType::BF16, 48), DType::BF16, KvCacheDtype::Auto, &h200);
-    fma(&prefill(DType::BF16, 256), DType::BF16, KvCacheDtype::Auto, &h200);
+    fma(&prefill(DType::BF16, 160), DType::BF16, KvCacheDtype::Auto, &h200);
     fma(&prefill(DType::F32, 128), DType::F32, KvCacheDtype::Auto, &h200);
     fma(&prefill(DType::BF16, 128), DType::U8, KvCacheDtype::Fp8E4M3, &h200);
     fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("gfx942", 64, 65536, 65536, 304));

@@ -340,25 +340,31 @@ pub enum GeneralKernel {
     /// layout, head size and vendor.
     Fma,
     /// `paged_prefill_mma_kernel` (`kernels/prefill.hip`): mma.sync tensor-core products (NVIDIA
-    /// sm_80+, f16/bf16 queries over a cache of the same dtype, head sizes that are multiples of
-    /// 16 from `PREFILL_MMA_MIN_HEAD` to `PREFILL_MMA_MAX_HEAD`: one instance each).
+    /// sm_80+, f16/bf16 queries over a cache of the same dtype, the head sizes of
+    /// `PREFILL_MMA_HEADS`: one instance each).
     TensorCores,
 }
 
-/// The tensor-core prefill kernel's shape (`kernels/prefill.hip`): `PF_THREADS`, `PF_ROWS`
-/// (32 rows per warp), `PF_TILE`, and the head sizes of its instances (`launch_for_head`).
+/// The tensor-core prefill kernel's threads (`PF_THREADS` in `kernels/prefill.hip`) and the head
+/// sizes of its instances (`launch_for_head`).
 pub(crate) const PREFILL_MMA_THREADS: u32 = 128;
-pub(crate) const PREFILL_MMA_ROWS: u32 = 128;
-pub(crate) const PREFILL_MMA_TILE: u32 = 64;
-pub(crate) const PREFILL_MMA_MIN_HEAD: u32 = 64;
-pub(crate) const PREFILL_MMA_MAX_HEAD: u32 = 128;
+pub(crate) const PREFILL_MMA_HEADS: [u32; 7] = [64, 80, 96, 112, 128, 192, 256];
 
-/// Bytes of dynamic shared memory of one tensor-core prefill work-group. Mirrors
-/// `prefill_smem` in `kernels/prefill.hip` region by region: change both together.
+/// The tensor-core prefill kernel's `(rows, tile)` per work-group for a head size (`PfShape` in
+/// `kernels/prefill.hip`): up to 128 dims two 16-row m-tiles per warp and 64-key tiles; above,
+/// one m-tile per warp and 32-key tiles (the accumulators of two would not fit the registers).
+pub fn prefill_mma_shape(head_size: u32) -> (u32, u32) {
+    let warps = PREFILL_MMA_THREADS / 32;
+    if head_size > 128 { (16 * warps, 32) } else { (32 * warps, 64) }
+}
+
+/// Bytes of dynamic shared memory of one tensor-core prefill work-group. Mirrors `PfSmem` in
+/// `kernels/prefill.hip` region by region (the launcher refuses a plan whose size differs).
 pub fn prefill_mma_shared_mem_bytes(head_size: u32) -> u64 {
     const PAD: u64 = 8; // elements after each staged row
     const WARPS: u64 = PREFILL_MMA_THREADS as u64 / 32;
-    let (d, rows, tile) = (head_size as u64, PREFILL_MMA_ROWS as u64, PREFILL_MMA_TILE as u64);
+    let (rows, tile) = prefill_mma_shape(head_size);
+    let (d, rows, tile) = (head_size as u64, rows as u64, tile as u64);
     // CTA words, each warp's 4 visible-range bounds, and per row its max, sum, range, position
     // and slope.
     let info = 16 * 4 + WARPS * 4 * 4 + 6 * rows * 4;
@@ -535,12 +541,13 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         GeneralKernel::TensorCores => {
             // Rows of one work-group: every query head of a kv head (up to the row count) for as
             // many tokens as the rows leave.
-            let heads = g.clamp(1, PREFILL_MMA_ROWS);
+            let (rows, tile) = prefill_mma_shape(d);
+            let heads = g.clamp(1, rows);
             (
                 heads,
                 g.max(1).div_ceil(heads),
-                PREFILL_MMA_ROWS / heads,
-                PREFILL_MMA_TILE,
+                rows / heads,
+                tile,
                 prefill_mma_shared_mem_bytes(d),
                 PREFILL_MMA_THREADS,
             )
@@ -718,8 +725,8 @@ fn cuda_sm(arch: &str) -> Option<u32> {
 /// NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16, 32-lane warps), f16/bf16 queries
 /// over a cache of the same dtype (no fp8), an output that is not fp8 (its 16-bit probabilities
 /// could move an fp8 rounding decision by more than a code), a head size with an instance
-/// (multiples of 16, the k of the score products, from 64 to 128), and its shared memory within
-/// the opt-in limit.
+/// (multiples of 16, the k of the score products: 64 to 128, 192 and 256), and its shared memory
+/// within the opt-in limit.
 fn prefill_mma_fits(p: &AttentionProblem, limits: &DeviceLimits) -> bool {
     let d = p.head_size as u32;
     cuda_sm(&limits.arch).is_some_and(|v| v >= 80)
@@ -728,8 +735,7 @@ fn prefill_mma_fits(p: &AttentionProblem, limits: &DeviceLimits) -> bool {
         && p.kv_quant.is_none()
         && p.out_quant.is_none()
         && p.geometry.dtype == p.query.dtype
-        && d % 16 == 0
-        && (PREFILL_MMA_MIN_HEAD..=PREFILL_MMA_MAX_HEAD).contains(&d)
+        && PREFILL_MMA_HEADS.contains(&d)
         && prefill_mma_shared_mem_bytes(d) <= limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block)
 }
 
