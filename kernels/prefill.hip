@@ -334,7 +334,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     int* info = reinterpret_cast<int*>(smem_raw);
     int* warp_bounds = info + PF_INFO_WORDS;  // [PF_WARPS][4]: min lo, max hi, max lo, min hi
     // Running max (base-2 units; natural at the end) and sum per row: kept in shared memory, not
-    // registers, which the accumulators of two m-tiles fill (with them in registers the head-128
+    // registers, which the output accumulators fill (with them in registers the head-128
     // instances spilled).
     float* row_m = reinterpret_cast<float*>(warp_bounds + 4 * PF_WARPS);
     float* row_l = row_m + PF_ROWS;
@@ -401,8 +401,8 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     __syncthreads();  // the query rows
 
     // ---- Per row: visible range, position and slope (shared: read only where a tile needs
-    // masks); per lane, the softmax state of its rows g and g + 8 of each of the warp's two
-    // 16-row m-tiles (index ri = 2 * mt + i), and the warp's visible-range bounds.
+    // masks); the softmax state of the lane's rows g and g + 8 of each of the warp's m-tiles
+    // (index ri = 2 * mt + i), and the warp's visible-range bounds.
     for (int r = tid; r < PF_ROWS; r += PF_THREADS) {
         int lo = 0, hi = -1, pos = 0;
         float sl = 0.0f;
