@@ -1,7 +1,8 @@
 // Paged attention for prefill rows on tensor cores (NVIDIA sm_80+): the general kernel's work
 // (attention.hip; semantics: the CPU reference, src/cpu/attention.rs) for f16/bf16 queries
-// over a cache of the same dtype and head sizes 64, 80, 96, 112, 128, 192 and 256 (one instance
-// per head size: compile-time offsets and unrolled loops throughout). The
+// over a cache of the same dtype or (sm_89+) of e4m3fn / e5m2 codes, and head sizes 64, 80, 96,
+// 112, 128, 192 and 256 (one instance per head size and cache kind: compile-time offsets and
+// unrolled loops throughout). The
 // planner (src/core/plan.rs, GeneralKernel::TensorCores) sends nothing else here; AMD builds
 // and every other case keep the general kernel.
 //
@@ -19,7 +20,8 @@
 // Per tile of PfShape::TILE keys at absolute positions (any block size: each key finds its block):
 //  - the next tile's keys and values are copied into the other shared-memory stage by
 //    cp.async while this one is computed (16-byte copies where the layout keeps 8 elements
-//    contiguous and aligned, element loads otherwise);
+//    contiguous and aligned, element loads otherwise); fp8 codes are loaded, widened to 16 bits
+//    in hardware and stored instead;
 //  - S = Q K^T, one m-tile at a time: query and key fragments by ldmatrix;
 //  - masks (causal, sliding window), soft-cap and ALiBi on the score fragments; online softmax
 //    in base 2 (ex2), each row spread over a quad of lanes;
@@ -40,6 +42,7 @@
 
 #if defined(PKV_CUDA)
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 namespace pkv {
 namespace {
@@ -214,11 +217,115 @@ __device__ __noinline__ void stage_slots_slow(uint16_t* dst, const int32_t* tabl
     r.store_all(dst);
 }
 
+// fp8 caches (e4m3fn or e5m2, sm_89+): 8 codes widened to the query's 16-bit dtype by the
+// hardware conversion to f16 (exact: every e4m3fn and e5m2 value is an f16 and a bf16; NaN
+// kept); the scales apply to the products (k_scale to the scores, v_scale to the output).
+template <int kQuery>
+PKV_DEVICE Raw8<uint16_t> widen_fp8(const Raw8<uint8_t>& r, int format) {
+    Raw8<uint16_t> o;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    const __nv_fp8_interpretation_t kind = format == PKV_FP8_E5M2 ? __NV_E5M2 : __NV_E4M3;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>((r.w[i / 2] >> (16 * (i % 2))) & 0xffffu), kind);
+        if (kQuery == PKV_DT_F16) {
+            o.w[i] = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+        } else {
+            o.w[i] = PfOps<PKV_DT_BF16>::pack(pkv_f16_bits_to_f32(h.x), pkv_f16_bits_to_f32(h.y));
+        }
+    }
+#else
+    (void)r, (void)format;
+    o.clear();  // never launched: the planner sends fp8 caches here on sm_89 and later only
+#endif
+    return o;
+}
+
+// Stages a located tile of an fp8 cache (cp.async cannot convert): each thread loads its chunks
+// (8 codes each; all of them first, so that their round trips overlap), widens and stores them.
+// The same thread-to-chunk map and visibility rules as the copies of 16-bit caches.
+template <int kQuery, int kD>
+PKV_DEVICE void stage_tile_fp8(const pkv_attention_params& p, const TileBlocks& tb, int t0, int seq, int kvh, int lo,
+                               int hi, unsigned char* stage, int tid) {
+    typedef PfSmem<kD> L;
+    typedef PfShape<kD> S;
+    constexpr int PER_THREAD = kD / 8 / S::CSTEP;
+    const pkv_cache_addr& ka = p.key_addr;
+    const pkv_cache_addr& va = p.value_addr;
+    const uint8_t* kbase = static_cast<const uint8_t*>(p.key_cache) + static_cast<int64_t>(kvh) * ka.head;
+    const uint8_t* vbase = static_cast<const uint8_t*>(p.value_cache) + static_cast<int64_t>(kvh) * va.head;
+    uint16_t* ks = reinterpret_cast<uint16_t*>(stage);
+    uint16_t* vs = reinterpret_cast<uint16_t*>(stage + L::K_BYTES);
+    const int k = tid & (S::TILE - 1);
+    const int c0 = tid / S::TILE;
+    const int j = t0 + k;
+    const bool valid = j >= lo && j <= hi;
+    const bool along_d = p.value_mode != PKV_V_ALONG_TOKENS;
+    {
+        const int64_t ko = valid ? entry_offset(p, ka, tb.key, j) : 0;
+        Raw8<uint8_t> raw[PER_THREAD];
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; ++i) {
+            raw[i].clear();
+            if (valid) raw[i] = load8_run(kbase + ko, ka, (c0 + S::CSTEP * i) * 8, p.key_run);
+        }
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; ++i)
+            widen_fp8<kQuery>(raw[i], p.kv_fp8).store_all(ks + k * L::LD + (c0 + S::CSTEP * i) * 8);
+    }
+    if (along_d) {
+        const int64_t vo = valid ? entry_offset(p, va, tb.value, j) : 0;
+        Raw8<uint8_t> raw[PER_THREAD];
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; ++i) {
+            raw[i].clear();
+            if (valid) raw[i] = load8_run(vbase + vo, va, (c0 + S::CSTEP * i) * 8, p.value_run);
+        }
+#pragma unroll
+        for (int i = 0; i < PER_THREAD; ++i)
+            widen_fp8<kQuery>(raw[i], p.kv_fp8).store_all(vs + k * L::LD + (c0 + S::CSTEP * i) * 8);
+        return;
+    }
+    // Transposed values [kD][LDT]: a chunk is 8 slots of one dim, one 8-byte load where the
+    // group is wholly visible inside one block (value_run 8), slot by slot at the range's edges.
+    const int g = tid & (S::GROUPS - 1);
+    const int j0 = t0 + g * 8;
+    const bool whole = j0 >= lo && j0 + 7 <= hi;
+    const int d0 = tid >> S::GROUP_SHIFT;
+    constexpr int PER_GROUP = kD / S::DSTEP;
+    Raw8<uint8_t> raw[PER_GROUP];
+    if (whole && p.value_run == 8) {
+        const uint8_t* src = vbase + entry_offset(p, va, tb.value, j0) + static_cast<int64_t>(d0) * va.dhi;
+#pragma unroll
+        for (int i = 0; i < PER_GROUP; ++i) raw[i].load_all(src + static_cast<int64_t>(S::DSTEP) * i * va.dhi);
+    } else {
+#pragma unroll
+        for (int i = 0; i < PER_GROUP; ++i) raw[i].clear();
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {  // unrolled: raw stays in registers
+            const int je = j0 + e;
+            if (je < lo || je > hi) continue;
+            const int64_t vo = entry_offset(p, va, table_entry(p, seq, je), je);
+#pragma unroll
+            for (int i = 0; i < PER_GROUP; ++i)
+                raw[i].set(e, vbase[vo + static_cast<int64_t>(d0 + S::DSTEP * i) * va.dhi]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < PER_GROUP; ++i)
+        widen_fp8<kQuery>(raw[i], p.kv_fp8).store_all(vs + (d0 + S::DSTEP * i) * L::LDT + g * 8);
+}
+
 // Issues the copies of a located tile into stage `stage` (keys, then values). Keys outside
 // [lo, hi] stage as zeros and are never read.
-template <int kD>
+template <int kQuery, int kD, bool kFp8>
 PKV_DEVICE void issue_tile(const pkv_attention_params& p, const TileBlocks& tb, int t0, int seq, int kvh, int lo,
                            int hi, unsigned char* stage, int tid) {
+    if (kFp8) {
+        stage_tile_fp8<kQuery, kD>(p, tb, t0, seq, kvh, lo, hi, stage, tid);
+        return;
+    }
     typedef PfSmem<kD> L;
     typedef PfShape<kD> S;
     // This kv head's caches (formed here from the arguments rather than held across the tile's
@@ -324,7 +431,7 @@ PKV_DEVICE void pv_products(float (*o)[ND][4], uint32_t (*P)[L::PF_TILE / 8][2],
     }
 }
 
-template <int kQuery, int kD>
+template <int kQuery, int kD, bool kFp8>
 PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     typedef PfOps<kQuery> Ops;
     typedef PfSmem<kD> L;
@@ -393,7 +500,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     }
     if (tile_begin < tile_end) {
         const TileBlocks first = locate_tile<kD>(p, seq, tile_begin * PF_TILE, lo_all, hi_all, tid);
-        issue_tile<kD>(p, first, tile_begin * PF_TILE, seq, kvh, lo_all, hi_all, stages + (tile_begin & 1) * L::STAGE_BYTES,
+        issue_tile<kQuery, kD, kFp8>(p, first, tile_begin * PF_TILE, seq, kvh, lo_all, hi_all, stages + (tile_begin & 1) * L::STAGE_BYTES,
                        tid);
     }
     copy_async_commit();
@@ -451,7 +558,9 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     // Plain scores (no soft-cap, no ALiBi) stay raw products until the exponent, whose one FFMA
     // applies the scale (positive: the running max of raw products is the max of the scaled).
     const bool plain_scores = p.logits_soft_cap <= 0.0f && p.alibi_slopes == nullptr;
-    const float mult = plain_scores ? p.sm_scale * LOG2_E : 1.0f;
+    // fp8 caches: the key scale joins the score scale (the value scale joins the output's).
+    const float score_scale = kFp8 && p.k_scale ? p.sm_scale * *p.k_scale : p.sm_scale;
+    const float mult = plain_scores ? score_scale * LOG2_E : 1.0f;
     const float cap = p.logits_soft_cap;
     const float inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
 
@@ -479,7 +588,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
     for (int tile = tile_begin; tile < tile_end; ++tile) {
         const int st = tile & 1;  // tile t lives in stage t % 2
         if (tile + 1 < tile_end) {
-            issue_tile<kD>(p, next, (tile + 1) * PF_TILE, seq, kvh, lo_all, hi_all, stages + (st ^ 1) * L::STAGE_BYTES,
+            issue_tile<kQuery, kD, kFp8>(p, next, (tile + 1) * PF_TILE, seq, kvh, lo_all, hi_all, stages + (st ^ 1) * L::STAGE_BYTES,
                            tid);
             copy_async_commit();
             if (tile + 2 < tile_end) next = locate_tile<kD>(p, seq, (tile + 2) * PF_TILE, lo_all, hi_all, tid);
@@ -528,7 +637,7 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
                                 const int j = t0 + n * 8 + quad * 2 + e;
                                 float x = sc[n][2 * i + e];
                                 if (!plain_scores) {
-                                    x *= p.sm_scale;
+                                    x *= score_scale;
                                     if (cap > 0.0f) x = cap * tanhf(x * inv_cap);
                                     x = (x + sl * static_cast<float>(j - pos)) * LOG2_E;
                                 }
@@ -576,13 +685,14 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
 
     // ---- Results: rows through shared memory (f32, over the stages), then 8-element stores.
     const bool single = p.num_splits == 1;
+    const float v_scale = kFp8 && p.v_scale ? *p.v_scale : 1.0f;
     float* s_o = reinterpret_cast<float*>(stages);
 #pragma unroll
     for (int ri = 0; ri < 2 * S::MT; ++ri) {
         const int mt = ri >> 1, h = 2 * (ri & 1);
         const int r = warp * PF_WARP_ROWS + mt * 16 + (lane >> 2) + 8 * (ri & 1);
         const float l = row_l[r];
-        const float inv = single ? (l > 0.0f ? 1.0f / l : 0.0f) : 1.0f;
+        const float inv = (single ? (l > 0.0f ? 1.0f / l : 0.0f) : 1.0f) * v_scale;
         float* orow = s_o + r * L::LD + quad * 2;
 #pragma unroll
         for (int n = 0; n < ND; ++n)
@@ -621,15 +731,16 @@ PKV_DEVICE void prefill_body(const pkv_attention_params& p) {
 
 // Stream order after the decode kernel: as the general kernel (attention.hip, its launcher's
 // comment): work-group 0 waits for the kernel before it, so this one completes after it.
-template <int kQuery, int kD>
+template <int kQuery, int kD, bool kFp8>
 __global__ void __launch_bounds__(PF_THREADS, PF_MIN_BLOCKS) paged_prefill_mma_kernel(pkv_attention_params p) {
-    prefill_body<kQuery, kD>(p);
+    prefill_body<kQuery, kD, kFp8>(p);
     if (blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0) pkv_wait_prior_grids();
 }
 
 template <int kQuery, int kD>
 pkv_error_t launch_prefill(const pkv_attention_params& p, pkv_stream_t stream) {
-    void (*kernel)(pkv_attention_params) = paged_prefill_mma_kernel<kQuery, kD>;
+    void (*kernel)(pkv_attention_params) = p.kv_fp8 != PKV_FP8_NONE ? paged_prefill_mma_kernel<kQuery, kD, true>
+                                                                    : paged_prefill_mma_kernel<kQuery, kD, false>;
     static_assert(PfSmem<kD>::TOTAL <= 227 * 1024, "fits an sm_90 work-group");
     // The planner's size (src/core/plan.rs prefill_mma_shared_mem_bytes) mirrors PfSmem; a plan
     // that disagrees is refused rather than launched short.

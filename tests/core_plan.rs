@@ -337,7 +337,7 @@ fn max_query_len_one_leaves_out_the_general_kernel() {
 }
 
 /// Prefill rows take the tensor-core prefill kernel on NVIDIA sm_80+ for f16/bf16 queries over
-/// a cache of the same dtype and head sizes that are multiples of 16 from 64 to 128: 128 rows
+/// a cache of the same dtype (or, sm_89+, of e4m3fn / e5m2 codes) and head sizes that are multiples of 16 from 64 to 128: 128 rows
 /// of 128 threads (every query head of a kv head, for 128 / G tokens), 64-key tiles. Everything
 /// else keeps the general FMA kernel, and decode-shaped batches never take it.
 #[test]
@@ -380,7 +380,13 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
         assert_eq!((p.block_q, p.general.head_groups), (block_q, groups), "{hq}/{hkv}");
         assert!(p.general.heads_per_cta * p.block_q <= 128);
     }
-    // The general kernel: other head sizes, f32 queries, fp8 caches, AMD, pre-sm_80 NVIDIA.
+    // fp8 caches of the OCP formats on sm_89 and later (widened in hardware while staged).
+    for kv in [KvCacheDtype::Fp8E4M3, KvCacheDtype::Fp8E4M3FN, KvCacheDtype::Fp8E5M2] {
+        let p = general(&prefill(DType::BF16, 128), DType::U8, kv, &h200);
+        assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "{kv:?}");
+    }
+    // The general kernel: other head sizes, f32 queries, fnuz fp8 caches and fp8 caches before
+    // sm_89, AMD, pre-sm_80 NVIDIA.
     let fma = |m: &Dims, cache: DType, kv: KvCacheDtype, t: &Target| {
         let p = general(m, cache, kv, t);
         assert_eq!(p.general.kernel, GeneralKernel::Fma, "{m:?} {kv:?} on {}", t.arch());
@@ -390,7 +396,8 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     fma(&prefill(DType::BF16, 48), DType::BF16, KvCacheDtype::Auto, &h200);
     fma(&prefill(DType::BF16, 160), DType::BF16, KvCacheDtype::Auto, &h200);
     fma(&prefill(DType::F32, 128), DType::F32, KvCacheDtype::Auto, &h200);
-    fma(&prefill(DType::BF16, 128), DType::U8, KvCacheDtype::Fp8E4M3, &h200);
+    fma(&prefill(DType::BF16, 128), DType::U8, KvCacheDtype::Fp8E4M3FNUZ, &h200);
+    fma(&prefill(DType::BF16, 128), DType::U8, KvCacheDtype::Fp8E4M3FN, &gpu("sm_86", 32, 49152, 101376, 84));
     fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("gfx942", 64, 65536, 65536, 304));
     fma(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &gpu("sm_75", 32, 49152, 65536, 40));
     // Too little opt-in shared memory for the prefill kernel's stages: the general kernel.

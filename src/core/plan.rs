@@ -340,8 +340,8 @@ pub enum GeneralKernel {
     /// layout, head size and vendor.
     Fma,
     /// `paged_prefill_mma_kernel` (`kernels/prefill.hip`): mma.sync tensor-core products (NVIDIA
-    /// sm_80+, f16/bf16 queries over a cache of the same dtype, the head sizes of
-    /// `PREFILL_MMA_HEADS`: one instance each).
+    /// sm_80+, f16/bf16 queries over a cache of the same dtype or, sm_89+, of e4m3fn / e5m2
+    /// codes, the head sizes of `PREFILL_MMA_HEADS`: one instance each).
     TensorCores,
 }
 
@@ -723,18 +723,24 @@ fn cuda_sm(arch: &str) -> Option<u32> {
 
 /// Whether the tensor-core prefill kernel can serve this problem's general rows on this device:
 /// NVIDIA sm_80 and later (mma.sync m16n8k16 in f16 and bf16, 32-lane warps), f16/bf16 queries
-/// over a cache of the same dtype (no fp8), an output that is not fp8 (its 16-bit probabilities
+/// over a cache of the same dtype or (sm_89 and later, whose hardware widens OCP fp8 pairs to
+/// f16 exactly) of e4m3fn or e5m2 codes, an output that is not fp8 (its 16-bit probabilities
 /// could move an fp8 rounding decision by more than a code), a head size with an instance
 /// (multiples of 16, the k of the score products: 64 to 128, 192 and 256), and its shared memory
 /// within the opt-in limit.
 fn prefill_mma_fits(p: &AttentionProblem, limits: &DeviceLimits) -> bool {
     let d = p.head_size as u32;
-    cuda_sm(&limits.arch).is_some_and(|v| v >= 80)
+    let sm = cuda_sm(&limits.arch);
+    let cache_ok = match p.kv_quant {
+        None => p.geometry.dtype == p.query.dtype,
+        Some(Fp8Format::E4M3FN | Fp8Format::E5M2) => sm.is_some_and(|v| v >= 89),
+        Some(Fp8Format::E4M3FNUZ) => false,
+    };
+    sm.is_some_and(|v| v >= 80)
         && limits.wave_size == 32
         && matches!(p.query.dtype, DType::F16 | DType::BF16)
-        && p.kv_quant.is_none()
+        && cache_ok
         && p.out_quant.is_none()
-        && p.geometry.dtype == p.query.dtype
         && PREFILL_MMA_HEADS.contains(&d)
         && prefill_mma_shared_mem_bytes(d) <= limits.shared_mem_per_block_optin.max(limits.shared_mem_per_block)
 }
