@@ -10,7 +10,8 @@ use pagedkv::Status;
 use pagedkv::core::attention::{AttentionArgs, AttentionProblem, BatchValues, check_batch_values, validate_attention};
 use pagedkv::core::dtype::{DType, Device, Fp8Format, KvCacheDtype, KvLayout};
 use pagedkv::core::plan::{
-    AttentionPath, DecodeKernel, DeviceLimits, GeneralKernel, Plan, Target, plan_attention, prefill_mma_shared_mem_bytes,
+    AttentionPath, DecodeKernel, DeviceLimits, GeneralKernel, Plan, Target, plan_attention,
+    prefill_mma_shared_mem_bytes,
 };
 use pagedkv::core::tensor::TensorDesc;
 
@@ -359,7 +360,10 @@ fn prefill_rows_take_tensor_cores_where_they_can() {
     };
     let p = general(&prefill(DType::BF16, 128), DType::BF16, KvCacheDtype::Auto, &h200);
     assert_eq!(p.general.kernel, GeneralKernel::TensorCores, "{p:?}");
-    assert_eq!((p.threads, p.block_q, p.tile_size, p.general.heads_per_cta, p.general.head_groups), (128, 32, 64, 4, 1));
+    assert_eq!(
+        (p.threads, p.block_q, p.tile_size, p.general.heads_per_cta, p.general.head_groups),
+        (128, 32, 64, 4, 1)
+    );
     assert_eq!(p.shared_mem_bytes, prefill_mma_shared_mem_bytes(128));
     assert!(p.shared_mem_bytes > 49152 && p.shared_mem_bytes <= 232448);
     assert!(p.reason.describe("sm_90", p.num_splits).contains("tensor-core prefill kernel"));

@@ -104,7 +104,6 @@ pub struct GeneralPlan {
     /// Query heads of one kv head per work-group, and the work-groups per kv head.
     pub heads_per_cta: u32,
     pub head_groups: u32,
-    pub threads: u32,
     pub num_splits: u32,
     pub num_q_blocks: u32,
     pub shared_mem_bytes: u64,
@@ -511,7 +510,6 @@ pub fn plan_attention(p: &AttentionProblem, target: &Target) -> Result<Plan> {
                 block_q: 1,
                 heads_per_cta: 1,
                 head_groups: 1,
-                threads: 1,
                 num_splits: 1,
                 num_q_blocks: p.num_seqs.max(0) as u32,
                 shared_mem_bytes: 0,
@@ -543,14 +541,7 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
             // many tokens as the rows leave.
             let (rows, tile) = prefill_mma_shape(d);
             let heads = g.clamp(1, rows);
-            (
-                heads,
-                g.max(1).div_ceil(heads),
-                rows / heads,
-                tile,
-                prefill_mma_shared_mem_bytes(d),
-                PREFILL_MMA_THREADS,
-            )
+            (heads, g.max(1).div_ceil(heads), rows / heads, tile, prefill_mma_shared_mem_bytes(d), PREFILL_MMA_THREADS)
         }
         GeneralKernel::Fma => {
             let (heads_per_cta, head_groups) = attention_head_split(g);
@@ -602,7 +593,6 @@ fn plan_gpu(p: &AttentionProblem, limits: &DeviceLimits, tuning: &Tuning) -> Res
         block_q,
         heads_per_cta,
         head_groups,
-        threads,
         num_splits,
         num_q_blocks: num_q_blocks.min(u32::MAX as u64) as u32,
         shared_mem_bytes: smem,
